@@ -1,0 +1,38 @@
+# vaelab: `make train` and `make test` are the two commands of the quick start.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+ARGS   ?=
+
+.PHONY: install train test test-fast ui bench clean
+
+install: $(STAMP)
+
+# Re-installs whenever pyproject.toml changes; plain pip so that local wheel caps are honoured.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m vaelab $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
+		--default-artifact-root $(CURDIR)/runs/mlartifacts --host $(HOST) --port $(PORT)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_train.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,136 @@
+"""One experiment from a composed config: `run(cfg) -> final test loss`."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vaelab.config import MNIST_MD5, validate
+from vaelab.data import Dataset, default_root, ensure_mnist, load_mnist
+from vaelab.errors import ConfigError
+from vaelab.evaluate import active_units, decode, encode_means, iw_nll, reconstruct
+from vaelab.models import VAE
+from vaelab.summary import model_summary
+from vaelab.tracking import NullTracker, RunContext
+from vaelab.train import fit
+
+SAMPLE_GRID = 64  # random samples shown per epoch, 8 x 8
+
+
+def run(cfg: DictConfig, context: RunContext | None = None) -> float:
+    """Train and evaluate the configured VAE, tracking it; return the final test -ELBO (nats)."""
+    validate(cfg)
+    started = time.perf_counter()
+    torch.manual_seed(cfg.trainer.seed)
+    device = resolve_device(cfg.trainer.device)
+    data = prepare_data(cfg.data, device)
+    model: VAE = instantiate(cfg.model).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    tracker: NullTracker = instantiate(cfg.tracking)
+    print(model_summary(model, cfg.model.input_dim))
+    print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
+    with tracker.start(cfg, context):
+        probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
+        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg)
+        metrics = fit(
+            model, optimizer, data,
+            epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
+            eval_batch_size=cfg.trainer.eval_batch_size, beta=cfg.loss.beta,
+            warmup_epochs=cfg.loss.warmup_epochs, seed=cfg.trainer.seed,
+            progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
+            on_epoch_end=report,
+        )
+        final = finish(tracker, model, data, cfg, probe)
+        tracker.log_metrics({"time/total_s": time.perf_counter() - started})
+    print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final)
+    print(tracker.describe())
+    return metrics["test/loss"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; anything else must be available as named."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"trainer.device={name!r} is not a device name: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name!r} but CUDA is not available here; use auto or cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"trainer.device={name!r} but MPS is not available here; use auto or cpu")
+    return device
+
+
+def prepare_data(data_cfg: DictConfig, device: torch.device) -> Dataset:
+    root = data_cfg.root or default_root()
+    raw = ensure_mnist(root, checksums=MNIST_MD5 if data_cfg.verify else None)
+    return load_mnist(raw, device, data_cfg.limit, data_cfg.test_limit, data_cfg.binarize, data_cfg.binarize_seed)
+
+
+def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Instantiate the `_partial_` optimizer factory on the model's parameters."""
+    try:
+        return instantiate(opt_cfg)(model.parameters())
+    except Exception as err:  # noqa: BLE001 - bad optimizer config: one line, not a traceback
+        cause = err.__cause__ or err
+        raise ConfigError(f"optimizer {opt_cfg.get('_target_')} could not be built: {cause}") from None
+
+
+class Probe:
+    """Fixed inputs for the pictures: one test image per digit (x2) and fixed sample latents."""
+
+    def __init__(self, originals: torch.Tensor, z_samples: torch.Tensor):
+        self.originals = originals  # (20, D)
+        self.z_samples = z_samples  # (64, latent_dim)
+
+    @classmethod
+    def from_data(cls, data: Dataset, latent_dim: int, seed: int) -> Probe:
+        x, y = data.test.x, data.test.y
+        where = [(y == d).nonzero().flatten().tolist() for d in range(10)]
+        picks = [w[0] for w in where if w] + [w[1] for w in where if len(w) > 1]  # 0-9, then 0-9
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(SAMPLE_GRID, latent_dim, generator=gen).to(x.device)
+        return cls(x[picks], z)
+
+
+def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
+                 probe: Probe, cfg: DictConfig) -> None:
+    """Console line, metrics with step=epoch, and the epoch's pictures."""
+    print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
+          f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
+          f"  beta {metrics['beta']:.3g}  {metrics['time/epoch_s']:.1f}s", flush=True)
+    tracker.log_metrics(metrics, step=epoch)
+    every = cfg.trainer.images_every
+    last = epoch == cfg.trainer.epochs
+    if tracker.enabled and (last or (every and epoch % every == 0)):
+        from vaelab.plots import image_grid, reconstruction_grid
+
+        tracker.log_image("reconstructions", reconstruction_grid(probe.originals, reconstruct(model, probe.originals)), epoch)
+        tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8), epoch)
+
+
+def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, probe: Probe) -> str:
+    """End-of-run evaluation and figures; returns extra text for the console summary."""
+    mu, logvar = encode_means(model, data.test.x, cfg.trainer.eval_batch_size)
+    final = {"test/active_units": float(active_units(mu, logvar))}
+    if cfg.trainer.iw_samples:
+        tracker.log_params({"iw.k": cfg.trainer.iw_samples})
+        final["test/iw_nll"] = iw_nll(model, data.test.x, cfg.trainer.iw_samples, cfg.trainer.iw_batch_size)
+    tracker.log_metrics(final, step=cfg.trainer.epochs)
+    if tracker.enabled:
+        from vaelab.plots import latent_scatter, manifold_figure, manifold_latents
+
+        tracker.log_figure(latent_scatter(mu, data.test.y), "latent_scatter")
+        if cfg.model.latent_dim == 2:
+            tracker.log_figure(manifold_figure(decode(model, manifold_latents().to(mu.device))), "manifold")
+        tracker.log_model(model, data.test.x[:1].cpu().numpy())
+    return "".join(f"; {k} {v:.2f}" for k, v in final.items())

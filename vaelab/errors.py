@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix; the entry point turns them into one line and exit code 2."""
+
+
+class VaelabError(Exception):
+    """Base class: a problem with input the user controls (config, data, environment)."""
+
+
+class ConfigError(VaelabError):
+    """A config value is missing, of the wrong kind or out of range."""
+
+
+class DataError(VaelabError):
+    """The data set could not be found, fetched or verified."""
+
+
+class DivergenceError(VaelabError):
+    """Training produced a non-finite loss."""

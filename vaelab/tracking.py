@@ -1,0 +1,289 @@
+"""Experiment tracking: the one module that talks to MLflow.
+
+`MlflowTracker` owns a run's lifecycle (FINISHED, FAILED with the error as a tag, KILLED on
+Ctrl-C; never left RUNNING), its params, metrics, images and model. `SweepParentRun` is a Hydra
+callback that groups the jobs of a `--multirun` under one parent run with a summary table.
+`NullTracker` is the same interface doing nothing (`tracking=none`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import copy
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What Hydra knows about the job that the tracker records."""
+
+    output_dir: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    job_num: int | None = None
+    sweep_dir: str | None = None
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings to dotted keys: {"model": {"latent_dim": 2}} -> {"model.latent_dim": 2}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_name(cfg: DictConfig) -> str:
+    """A readable name such as mlp-h256-z2-b1.0, unless tracking.run_name sets one."""
+    if cfg.tracking.get("run_name"):
+        return str(cfg.tracking.run_name)
+    m = cfg.model
+    return f"{m.name}-h{m.hidden_dim}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
+
+
+class NullTracker:
+    """Tracking switched off: every call is accepted and dropped."""
+
+    enabled = False
+    run_id: str | None = None
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[NullTracker]:
+        yield self
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
+    def log_figure(self, figure: Any, name: str) -> None: ...
+    def log_model(self, model: Any, example: np.ndarray) -> None: ...
+
+    def describe(self) -> str:
+        return "tracking is off (tracking=none): nothing was logged"
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per training job."""
+
+    enabled = True
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        experiment: str = "vaelab",
+        artifact_location: str | None = None,
+        parent_run_id: str | None = None,
+        log_model: bool = True,
+        run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.artifact_location = artifact_location
+        self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+        self.save_model = log_model
+        self.run_id = None
+        self.experiment_id: str | None = None
+
+    @contextlib.contextmanager
+    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[MlflowTracker]:
+        import mlflow
+
+        context = context or RunContext()
+        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
+        run = mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=run_name(cfg),
+            parent_run_id=self.parent_run_id,
+            tags=_context_tags(context),
+        )
+        self.run_id = run.info.run_id
+        try:
+            self.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+            if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
+                mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
+            yield self
+        except KeyboardInterrupt:
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException as err:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.end_run(status="FAILED")
+            raise
+        else:
+            mlflow.end_run(status="FINISHED")
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
+        import mlflow
+
+        if step is None:
+            mlflow.log_image(image, artifact_file=f"images/{key}.png")
+        else:  # the UI shows keyed images with a step slider
+            mlflow.log_image(image, key=key, step=step)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        import mlflow
+
+        mlflow.log_figure(figure, f"images/{name}.png")
+
+    def log_model(self, model: Any, example: np.ndarray) -> None:
+        """Log a CPU copy of the model; `mlflow.pytorch.load_model("runs:/<id>/model")` gets it back."""
+        if not self.save_model:
+            return
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        cpu_model = copy.deepcopy(model).cpu().eval()
+        with torch.no_grad():
+            logits = cpu_model(torch.from_numpy(example)).logits.numpy()
+        mlflow.pytorch.log_model(
+            cpu_model,
+            name="model",
+            signature=infer_signature(example, logits),
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
+        )
+
+    def describe(self) -> str:
+        return (
+            f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.uri});"
+            f" open the UI with `make ui` and go to http://127.0.0.1:5000"
+            f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        )
+
+
+def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
+    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
+    import mlflow
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def _context_tags(context: RunContext) -> dict[str, str]:
+    tags = {"overrides": " ".join(context.overrides) or "(none)"}
+    if context.job_num is not None:
+        tags["hydra.job.num"] = str(context.job_num)
+    if context.sweep_dir:
+        tags["hydra.sweep.dir"] = context.sweep_dir
+    return tags
+
+
+SUMMARY_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
+
+
+class SweepParentRun(Callback):
+    """Hydra callback: one parent MLflow run per --multirun, its jobs nested under it.
+
+    The parent is created in `on_multirun_start` and handed to the jobs through the environment
+    (so it also reaches launchers that fork); `on_multirun_end` logs a CSV of every child's
+    overrides and final metrics and closes it. If a job fails, Hydra skips `on_multirun_end`: an
+    exit hook then closes the parent as FAILED, with the table of what did finish.
+    """
+
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.failed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracking = config.get("tracking")
+        if not tracking or tracking.get("_target_") != f"{__name__}.MlflowTracker":
+            return
+        from mlflow import MlflowClient
+
+        exp_id = use_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        sweep_dir = str(config.hydra.sweep.dir)
+        run = MlflowClient().create_run(
+            exp_id,
+            run_name=f"sweep-{Path(sweep_dir).name}",
+            tags={"hydra.sweep.dir": sweep_dir, "sweep": "parent",
+                  "overrides": " ".join(config.hydra.overrides.task) or "(none)"},
+        )
+        self.parent_id = run.info.run_id
+        os.environ[PARENT_ENV] = self.parent_id
+        atexit.register(self._close, "FAILED")
+        log.info("MLflow parent run of this sweep: %s", self.parent_id)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if getattr(job_return, "status", None) is not None and job_return.status.name == "FAILED":
+            self.failed = True
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close("FAILED" if self.failed else "FINISHED")
+
+    def _close(self, status: str) -> None:
+        if self.parent_id is None:
+            return
+        parent_id, self.parent_id = self.parent_id, None
+        os.environ.pop(PARENT_ENV, None)
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        try:
+            client.log_text(parent_id, sweep_table(parent_id), "sweep_summary.csv")
+        finally:
+            client.set_terminated(parent_id, status=status)
+
+
+def sweep_table(parent_id: str) -> str:
+    """CSV of the parent's children: name, status, overrides and final metrics, by job number."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp_id = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    children.sort(key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["job", "run_id", "run_name", "status", "overrides", *SUMMARY_METRICS])
+    for child in children:
+        tags, metrics = child.data.tags, child.data.metrics
+        writer.writerow([tags.get("hydra.job.num", ""), child.info.run_id, child.info.run_name,
+                         child.info.status, tags.get("overrides", ""),
+                         *(metrics.get(m, "") for m in SUMMARY_METRICS)])
+    return out.getvalue()
+
+
+def log_to_run(run_id: str, metrics: Mapping[str, float], figures: Mapping[str, Any] = ()) -> None:
+    """Add metrics and figures to a finished run (e.g. a later IW evaluation), keeping its status."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    for name, fig in dict(figures).items():
+        client.log_figure(run_id, fig, f"images/{name}.png")

@@ -1,0 +1,91 @@
+"""The training loop: steps, epochs, evaluation. It reports through a callback; it never logs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from vaelab.data import Dataset, batches
+from vaelab.errors import DivergenceError
+from vaelab.evaluate import evaluate_elbo
+from vaelab.losses import elbo_terms, kl_weight
+from vaelab.models import VAE
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    batch_size: int,
+    beta: float,
+    generator: torch.Generator,
+    bar: tqdm,
+    progress_every: int = 50,
+) -> dict[str, float]:
+    """One pass over the training set; returns image-weighted means of loss, recon and kl."""
+    model.train()
+    x = data.train.x
+    sums = torch.zeros(3, device=x.device)  # loss, recon, kl summed over images, kept on device
+    seen = 0
+    for step, xb in enumerate(batches(x, batch_size, generator, data.binarize), start=1):
+        out = model(xb)
+        terms = elbo_terms(out.logits, xb, out.mu, out.logvar, beta)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+        sums += torch.stack(terms).detach() * len(xb)
+        seen += len(xb)
+        bar.update(1)
+        if step % progress_every == 0:  # the only host read inside the loop, a few per epoch
+            bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")
+    loss, recon, kl = (sums / seen).tolist()  # one device->host copy per epoch
+    return {"loss": loss, "recon": recon, "kl": kl}
+
+
+def fit(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    data: Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    beta: float,
+    warmup_epochs: int,
+    seed: int,
+    progress: bool = True,
+    progress_every: int = 50,
+    on_epoch_end: EpochCallback | None = None,
+) -> dict[str, float]:
+    """Train for `epochs`, evaluate the test set after each, and return the last epoch's metrics."""
+    generator = torch.Generator(device=data.train.x.device).manual_seed(seed)
+    steps = math.ceil(len(data.train) / batch_size)
+    metrics: dict[str, float] = {}
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        epoch_beta = kl_weight(epoch, beta, warmup_epochs)
+        with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
+            train = train_epoch(model, optimizer, data, batch_size, epoch_beta, generator, bar, progress_every)
+        train_s = time.perf_counter() - start
+        test = evaluate_elbo(model, data.test.x, eval_batch_size)
+        metrics = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
+        metrics |= {"beta": epoch_beta, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
+        check_finite(metrics, epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+    return metrics
+
+
+def check_finite(metrics: dict[str, float], epoch: int) -> None:
+    """NaN guard: stop with a clear message instead of training on garbage."""
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise DivergenceError(
+            f"non-finite metrics at epoch {epoch}: {bad}; lower optimizer.lr or check the data"
+        )
