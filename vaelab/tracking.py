@@ -162,6 +162,8 @@ class MlflowTracker(NullTracker):
         import torch
         from mlflow.models import infer_signature
 
+        logging.getLogger("mlflow.pytorch").addFilter(_KnownWarnings())
+        logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
         cpu_model = copy.deepcopy(model).cpu().eval()
         with torch.no_grad():
             logits = cpu_model(torch.from_numpy(example)).logits.numpy()
@@ -171,6 +173,7 @@ class MlflowTracker(NullTracker):
             signature=infer_signature(example, logits),
             input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
+            serialization_format="pickle",  # a plain nn.Module back from load_model
         )
 
     def describe(self) -> str:
@@ -179,6 +182,18 @@ class MlflowTracker(NullTracker):
             f" open the UI with `make ui` and go to http://127.0.0.1:5000"
             f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         )
+
+
+class _KnownWarnings(logging.Filter):
+    """Drop two MLflow warnings that do not apply to a VAE logged for `mlflow.pytorch.load_model`.
+
+    Its advice to save as pt2 (torch.export gives back a graph, not the VAE class), and its failed
+    pyfunc serving check (pyfunc wants one output tensor; the VAE returns logits, mu, logvar, z).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "serialization_format" not in message and "validate serving input" not in message
 
 
 def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:

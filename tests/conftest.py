@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny MNIST-format IDX files, composed configs, a temporary MLflow store."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vaelab.__main__ import config_dir
+from vaelab.data import raw_dir, write_idx_images, write_idx_labels
+
+N_TRAIN, N_TEST = 200, 60
+
+
+def write_fake_mnist(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = 0) -> dict[str, str]:
+    """Write four small IDX files in torchvision's layout; return their md5 sums.
+
+    Each "digit" is a class-specific bright square plus noise, so a VAE has something to learn.
+    """
+    rng = np.random.default_rng(seed)
+    raw = raw_dir(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, d in enumerate(labels):
+            r, c = divmod(int(d), 4)
+            images[i, 2 + 8 * r : 8 + 8 * r, 2 + 6 * c : 8 + 6 * c] = 255
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images.astype(np.uint8))
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir())}
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mnist")
+    write_fake_mnist(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the session (creating one costs seconds); tests use own experiments."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def tiny_overrides(root: Path, *extra: str) -> list[str]:
+    """Overrides that make any config run in a second on the fixture data."""
+    return [
+        f"data.root={root}",
+        "data.verify=false",
+        "trainer.epochs=1",
+        "trainer.batch_size=32",
+        "trainer.progress=false",
+        "tracking=none",
+        *extra,
+    ]
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg(mnist_root: Path):
+    """compose_config with the tiny overrides applied first."""
+    return lambda *extra: compose_config(*tiny_overrides(mnist_root, *extra))
+
+
+@pytest.fixture
+def tracked_cfg(mnist_root: Path, mlflow_uri: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """A config tracked into the session store, in an experiment of the test's own."""
+    safe_name = re.sub(r"[^\w.-]", "_", request.node.name)
+
+    def make(*extra: str) -> DictConfig:
+        return compose_config(*tiny_overrides(
+            mnist_root,
+            "tracking=mlflow",
+            f"tracking.uri={mlflow_uri}",
+            f"tracking.experiment={safe_name}",
+            f"tracking.artifact_location={tmp_path / 'artifacts'}",
+            *extra,
+        ))
+    return make

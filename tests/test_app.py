@@ -1,0 +1,106 @@
+"""End-to-end runs of `run(cfg)` on the fixture data, read back from a real MLflow store."""
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from vaelab import app
+from vaelab.data import load_mnist, raw_dir
+from vaelab.errors import ConfigError
+
+pytestmark = pytest.mark.slow
+
+
+def only_run(cfg):
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    exp = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    runs = MlflowClient().search_runs([exp.experiment_id]) if exp else []
+    assert len(runs) == 1, f"expected one run, found {len(runs)}"
+    return runs[0]
+
+
+def test_a_tracked_run_logs_params_metrics_images_and_the_model(tracked_cfg, mnist_root):
+    cfg = tracked_cfg("trainer.epochs=2")
+    loss = app.run(cfg)
+    run = only_run(cfg)
+    client = MlflowClient()
+    assert run.info.status == "FINISHED" and run.info.run_name == "mlp-h256-z2-b1.0"
+    assert run.data.params["model.latent_dim"] == "2" and run.data.params["loss.beta"] == "1.0"
+    assert run.data.params["optimizer._target_"] == "torch.optim.Adam"
+    for key in ("train/loss", "train/recon", "train/kl", "test/loss", "test/recon", "test/kl", "beta", "time/epoch_s"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert run.data.metrics["test/loss"] == pytest.approx(loss)
+    assert run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/recon"] + run.data.metrics["test/kl"], rel=1e-5)
+    files = {f.path for f in client.list_artifacts(run.info.run_id, "images")}
+    assert {"images/latent_scatter.png", "images/manifold.png"} <= files
+    steps = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
+    assert any(p.startswith("images/reconstructions+step+2+") and p.endswith(".png") for p in steps), steps
+    assert any("samples" in p for p in steps)
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    out = model(torch.rand(3, 784))
+    assert out.logits.shape == (3, 784) and out.mu.shape == (3, 2)
+
+
+def test_the_same_seed_gives_identical_metrics(tiny_cfg):
+    first = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))
+    second = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))
+    third = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=4"))
+    assert first == second != third
+
+
+def test_an_error_inside_the_run_marks_it_failed_with_the_message(tracked_cfg, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(app, "fit", explode)
+    cfg = tracked_cfg()
+    with pytest.raises(RuntimeError, match="injected"):
+        app.run(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: injected failure"
+    assert run.data.params["model.hidden_dim"] == "256"  # what was logged before the error stays
+
+
+def test_ctrl_c_marks_the_run_killed(tracked_cfg, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "fit", interrupt)
+    cfg = tracked_cfg()
+    with pytest.raises(KeyboardInterrupt):
+        app.run(cfg)
+    assert only_run(cfg).info.status == "KILLED"
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tracked_cfg):
+    cfg = tracked_cfg("optimizer.lr=1e30", "trainer.epochs=3")
+    with pytest.raises(Exception, match="non-finite metrics at epoch"):
+        app.run(cfg)
+    assert only_run(cfg).info.status == "FAILED"
+
+
+def test_bad_config_leaves_no_run(tracked_cfg):
+    cfg = tracked_cfg("model.latent_dim=0")
+    with pytest.raises(ConfigError):
+        app.run(cfg)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    assert mlflow.get_experiment_by_name(cfg.tracking.experiment) is None
+
+
+def test_higher_dimensional_latents_are_projected_and_iw_nll_is_logged(tracked_cfg):
+    cfg = tracked_cfg("model.latent_dim=5", "trainer.iw_samples=8", "tracking.log_model=false")
+    app.run(cfg)
+    run = only_run(cfg)
+    assert run.data.params["iw.k"] == "8"
+    assert run.data.metrics["test/iw_nll"] <= run.data.metrics["test/loss"] + 5  # a tighter bound, up to noise
+    names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")}
+    assert "images/latent_scatter.png" in names and "images/manifold.png" not in names
+
+
+def test_probe_picks_one_image_per_digit_twice(mnist_root):
+    data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
+    probe = app.Probe.from_data(data, latent_dim=2, seed=0)
+    labels = [int(data.test.y[(data.test.x == row).all(1)][0]) for row in probe.originals]
+    assert labels == list(range(10)) * 2 and probe.z_samples.shape == (64, 2)

@@ -1,0 +1,98 @@
+"""Every selectable config composes and trains; bad configs fail before anything runs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from tests.conftest import compose_config
+from vaelab.__main__ import config_dir
+from vaelab.app import build_optimizer, run
+from vaelab.config import validate
+from vaelab.errors import ConfigError
+
+CONF = Path(config_dir())
+OPTIONS = sorted(
+    (group.name, yaml.stem) for group in CONF.iterdir() if group.is_dir() for yaml in group.glob("*.yaml")
+)
+
+
+def test_every_group_has_options():
+    groups = {g for g, _ in OPTIONS}
+    assert groups == {"data", "model", "loss", "optimizer", "trainer", "tracking", "experiment"}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_composes_and_trains(group, option, tiny_cfg, tracked_cfg):
+    choice = f"{group}={option}"
+    cfg = tracked_cfg(choice) if choice == "tracking=mlflow" else tiny_cfg(choice, "trainer.images_every=0")
+    validate(cfg)
+    loss = run(cfg)
+    assert torch.isfinite(torch.tensor(loss))
+
+
+def test_a_new_optimizer_is_one_yaml_file(tmp_path, tiny_cfg):
+    (tmp_path / "optimizer").mkdir()
+    (tmp_path / "optimizer" / "nadam.yaml").write_text(
+        "_target_: torch.optim.NAdam\n_partial_: true\nlr: 2.0e-3\nmomentum_decay: 5.0e-3\n"
+    )
+    cfg = tiny_cfg("optimizer=nadam", f"hydra.searchpath=[file://{tmp_path}]")
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    assert isinstance(optimizer, torch.optim.NAdam) and optimizer.defaults["lr"] == 2e-3
+    assert run(cfg) > 0
+
+
+def test_the_seed_replica_uses_keras_rmsprop_defaults():
+    cfg = compose_config("experiment=keras_seed")
+    opt = build_optimizer(cfg.optimizer, torch.nn.Linear(2, 2))
+    assert isinstance(opt, torch.optim.RMSprop)
+    assert (opt.defaults["lr"], opt.defaults["alpha"], opt.defaults["eps"]) == (1e-3, 0.9, 1e-7)
+    assert (cfg.model.hidden_dim, cfg.model.latent_dim, cfg.trainer.batch_size, cfg.trainer.epochs) == (256, 2, 100, 50)
+
+
+def test_the_pytorch_example_replica():
+    cfg = compose_config("experiment=pytorch_example")
+    assert (cfg.model.hidden_dim, cfg.model.latent_dim, cfg.trainer.batch_size, cfg.trainer.epochs) == (400, 20, 128, 10)
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+
+
+@pytest.mark.parametrize("override", ["model.latnet_dim=3", "trainer.epoch=3"])
+def test_a_misspelt_key_fails_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(override)
+
+
+def test_a_misspelt_key_in_a_new_yaml_file_fails_at_composition(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "wide.yaml").write_text("defaults: [mlp]\nhiden_dim: 1024\n")
+    with pytest.raises(ConfigCompositionException, match="hiden_dim"):
+        compose_config("model=wide", f"hydra.searchpath=[file://{tmp_path}]")
+
+
+@pytest.mark.parametrize("override", ["model.latent_dim=two", "trainer.batch_size=1.5", "loss.beta=high"])
+def test_a_wrong_type_fails_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose_config(override)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.latent_dim=0", "model.latent_dim must be >= 1, got 0"),
+    ("loss.beta=-1", "loss.beta must be >= 0, got -1.0"),
+    ("optimizer.lr=0", "optimizer.lr must be a number > 0, got 0"),
+    ("trainer.batch_size=0", "trainer.batch_size must be >= 1, got 0"),
+    ("trainer.epochs=0", "trainer.epochs must be >= 1, got 0"),
+    ("data.binarize=static", "data.binarize must be one of none, dynamic, got 'static'"),
+])
+def test_out_of_range_values_name_the_key_and_value(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(override))
+    assert str(err.value) == message
+
+
+def test_unknown_optimizer_argument_is_a_config_error(tiny_cfg):
+    cfg = tiny_cfg("+optimizer.betas_typo=1")
+    with pytest.raises(ConfigError, match="torch.optim.Adam could not be built"):
+        build_optimizer(cfg.optimizer, torch.nn.Linear(2, 2))

