@@ -238,8 +238,10 @@ class SweepParentRun(Callback):
         tracking = config.get("tracking")
         if not tracking or tracking.get("_target_") != f"{__name__}.MlflowTracker":
             return
+        from hydra.core.hydra_config import HydraConfig
         from mlflow import MlflowClient
 
+        HydraConfig.instance().set_config(config)  # tracking.uri may interpolate ${hydra:...}
         exp_id = use_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
         sweep_dir = str(config.hydra.sweep.dir)
         run = MlflowClient().create_run(

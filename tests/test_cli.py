@@ -1,0 +1,106 @@
+"""The real command line in a subprocess: help, errors, a multirun sweep, a wheel install."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import tiny_overrides
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def vaelab(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vaelab", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=600, env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_the_groups_and_their_options(tmp_path):
+    out = vaelab("--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "vaelab: train a Variational Autoencoder" in out.stdout
+    for line in ("model: mlp, mlp_deep_tanh, mlp_large", "experiment: keras_seed, pytorch_example",
+                 "optimizer: adam, adamw, rmsprop, sgd", "loss: beta_vae, elbo, elbo_warmup"):
+        assert line in out.stdout
+
+
+def test_an_out_of_range_value_is_one_line_exit_2_and_no_run(tmp_path, mnist_root):
+    args = [a for a in tiny_overrides(mnist_root) if a != "tracking=none"]
+    out = vaelab(*args, "model.latent_dim=0", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "vaelab: error: model.latent_dim must be >= 1, got 0"
+    assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
+def test_a_misspelt_key_fails_before_anything_runs(tmp_path):
+    out = vaelab("model.latnet_dim=3", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "latnet_dim" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs" / "mlflow.db").exists()
+
+
+def test_multirun_nests_each_job_under_one_parent_with_a_summary(tmp_path, mnist_root):
+    args = [a for a in tiny_overrides(mnist_root) if a != "tracking=none"]
+    out = vaelab("--multirun", *args, "model.latent_dim=2,3", "tracking.log_model=false",
+                 "trainer.images_every=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("vaelab")
+    runs = MlflowClient().search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1"]
+    assert all(c.data.tags["hydra.sweep.dir"] == parent.data.tags["hydra.sweep.dir"] for c in children)
+    assert {c.info.run_name for c in children} == {"mlp-h256-z2-b1.0", "mlp-h256-z3-b1.0"}
+    table = MlflowClient().download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert [r["job"] for r in rows] == ["0", "1"]
+    assert "model.latent_dim=3" in rows[1]["overrides"] and float(rows[1]["test/loss"]) > 0
+    hydra_files = {f.path for f in MlflowClient().list_artifacts(children[0].info.run_id, "hydra")}
+    assert {"hydra/config.yaml", "hydra/overrides.yaml"} <= hydra_files
+
+
+def test_a_failing_job_closes_the_sweep_parent_as_failed(tmp_path, mnist_root):
+    args = [a for a in tiny_overrides(mnist_root) if a != "tracking=none"]
+    out = vaelab("--multirun", *args, "optimizer.lr=1e30", "trainer.epochs=3", "tracking.log_model=false",
+                 "trainer.images_every=0", cwd=tmp_path)
+    assert out.returncode != 0
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name("vaelab").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the job and its parent
+
+
+def test_an_installed_wheel_carries_its_configs(tmp_path, mnist_root):
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    wheel = next((tmp_path / "dist").glob("vaelab-*.whl"))
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    assert (site / "vaelab" / "conf" / "experiment" / "keras_seed.yaml").is_file()
+    env = {"PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import vaelab; print(vaelab.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env})
+    assert where.stdout.startswith(str(site))
+    out = vaelab(*tiny_overrides(mnist_root), "experiment=pytorch_example", "trainer.epochs=1", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Total params: 652,824" in out.stdout
