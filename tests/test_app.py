@@ -104,3 +104,31 @@ def test_probe_picks_one_image_per_digit_twice(mnist_root):
     probe = app.Probe.from_data(data, latent_dim=2, seed=0)
     labels = [int(data.test.y[(data.test.x == row).all(1)][0]) for row in probe.originals]
     assert labels == list(range(10)) * 2 and probe.z_samples.shape == (64, 2)
+
+
+def test_iw_evaluation_of_a_finished_run_is_logged_back_to_it(tracked_cfg, mnist_root, mlflow_uri):
+    from hydra import compose, initialize_config_dir
+
+    from vaelab.__main__ import config_dir
+    from vaelab.evaluate import evaluate_run
+
+    cfg = tracked_cfg("data.binarize=dynamic", "data.test_limit=20", "trainer.images_every=0")
+    elbo = app.run(cfg)
+    run_id = only_run(cfg).info.run_id
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        ecfg = compose(config_name="evaluate", overrides=[
+            f"run_id={run_id}", "k=64", f"data.root={mnist_root}", "data.verify=false", f"tracking.uri={mlflow_uri}"])
+    nll = evaluate_run(ecfg)
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["iw.k"] == "64"
+    assert run.data.metrics["test/iw_nll"] == pytest.approx(nll)
+    assert run.data.metrics["test/iw_nll_k64"] == pytest.approx(nll)
+    assert nll < elbo + 5  # the IW bound is at least as tight as the ELBO, up to sampling noise
+
+
+def test_evaluating_an_unknown_run_is_a_clear_error(mlflow_uri):
+    from vaelab.tracking import load_run
+
+    with pytest.raises(ConfigError, match="run_id=nope: no such run"):
+        load_run(mlflow_uri, "nope")

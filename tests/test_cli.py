@@ -28,7 +28,7 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
     out = vaelab("--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "vaelab: train a Variational Autoencoder" in out.stdout
-    for line in ("model: mlp, mlp_deep_tanh, mlp_large", "experiment: keras_seed, pytorch_example",
+    for line in ("model: mlp, mlp_deep_tanh, mlp_large", "experiment: iwae_burda, keras_seed, pytorch_example",
                  "optimizer: adam, adamw, rmsprop, sgd", "loss: beta_vae, elbo, elbo_warmup"):
         assert line in out.stdout
 

@@ -21,7 +21,7 @@ OPTIONS = sorted(
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "model", "loss", "optimizer", "trainer", "tracking", "experiment"}
+    assert groups == {"data", "model", "loss", "optimizer", "scheduler", "trainer", "tracking", "experiment"}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -96,3 +96,22 @@ def test_unknown_optimizer_argument_is_a_config_error(tiny_cfg):
     cfg = tiny_cfg("+optimizer.betas_typo=1")
     with pytest.raises(ConfigError, match="torch.optim.Adam could not be built"):
         build_optimizer(cfg.optimizer, torch.nn.Linear(2, 2))
+
+
+def test_burda_schedule_stages():
+    from vaelab.schedules import burda_factor
+
+    factors = [burda_factor(e) for e in range(14)]
+    assert factors[0] == 1.0
+    assert factors[1:4] == [10 ** (-1 / 7)] * 3  # stage 1: 3 epochs
+    assert factors[4:13] == [10 ** (-2 / 7)] * 9  # stage 2: 9 epochs
+    assert factors[13] == 10 ** (-3 / 7)
+
+
+def test_iwae_burda_replica():
+    cfg = compose_config("experiment=iwae_burda")
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(cfg.optimizer, model)
+    assert opt.defaults["eps"] == 1e-4 and cfg.trainer.batch_size == 20
+    assert (cfg.model.hidden_dim, cfg.model.depth, cfg.model.latent_dim, cfg.model.activation) == (200, 2, 50, "torch.nn.Tanh")
+    assert cfg.data.binarize == "dynamic" and cfg.trainer.iw_samples == 5000

@@ -49,3 +49,12 @@ def test_a_step_changes_every_weight():
     (out.logits.sum() + out.mu.sum() + out.logvar.sum()).backward()
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_keras_init_gives_glorot_kernels_and_zero_biases():
+    torch.manual_seed(0)
+    model = MLPVAE(init="vaelab.models.keras_init")
+    first = model.encoder.body[0]
+    limit = (6 / (784 + 256)) ** 0.5
+    assert torch.count_nonzero(first.bias) == 0
+    assert first.weight.abs().max() <= limit and first.weight.abs().max() > 0.9 * limit

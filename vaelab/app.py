@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.optim.lr_scheduler import LRScheduler
 
 from vaelab.config import MNIST_MD5, validate
 from vaelab.data import Dataset, default_root, ensure_mnist, load_mnist
@@ -30,14 +33,19 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     data = prepare_data(cfg.data, device)
     model: VAE = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_scheduler(cfg.scheduler, optimizer)
     tracker: NullTracker = instantiate(cfg.tracking)
     print(model_summary(model, cfg.model.input_dim))
     print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
     with tracker.start(cfg, context):
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
         report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg)
+        startup = seconds_since_process_start()
+        if startup is not None:
+            print(f"startup: {startup:.2f}s from the command to the first training step")
+            tracker.log_metrics({"time/startup_s": startup})
         metrics = fit(
-            model, optimizer, data,
+            model, optimizer, data, scheduler=scheduler,
             epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
             eval_batch_size=cfg.trainer.eval_batch_size, beta=cfg.loss.beta,
             warmup_epochs=cfg.loss.warmup_epochs, seed=cfg.trainer.seed,
@@ -49,6 +57,17 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final)
     print(tracker.describe())
     return metrics["test/loss"]
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall time since this process started (Linux /proc), imports and interpreter start included."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in ticks since boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - started
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,11 +97,20 @@ def prepare_data(data_cfg: DictConfig, device: torch.device) -> Dataset:
 
 def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the `_partial_` optimizer factory on the model's parameters."""
+    return _build("optimizer", opt_cfg, model.parameters())
+
+
+def build_scheduler(sched_cfg: DictConfig, optimizer: torch.optim.Optimizer) -> LRScheduler:
+    """Instantiate the `_partial_` learning-rate scheduler factory on the optimizer."""
+    return _build("scheduler", sched_cfg, optimizer)
+
+
+def _build(group: str, factory_cfg: DictConfig, arg: object):  # noqa: ANN202
     try:
-        return instantiate(opt_cfg)(model.parameters())
-    except Exception as err:  # noqa: BLE001 - bad optimizer config: one line, not a traceback
+        return instantiate(factory_cfg)(arg)
+    except Exception as err:  # noqa: BLE001 - a bad config gets one line, not a traceback
         cause = err.__cause__ or err
-        raise ConfigError(f"optimizer {opt_cfg.get('_target_')} could not be built: {cause}") from None
+        raise ConfigError(f"{group} {factory_cfg.get('_target_')} could not be built: {cause}") from None
 
 
 class Probe:

@@ -44,6 +44,7 @@ class ModelConfig:
     depth: int = 1  # hidden layers in the encoder and, mirrored, in the decoder
     latent_dim: int = 2
     activation: str = "torch.nn.ReLU"
+    init: Optional[str] = None  # None: torch's default; or a function applied to every module
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: Any = MISSING  # free-form: any torch.optim class with its own keyword arguments
+    scheduler: Any = MISSING  # free-form: a torch.optim.lr_scheduler factory, stepped per epoch
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

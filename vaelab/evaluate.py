@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import torch
+from omegaconf import DictConfig
 
 from vaelab.losses import (
     bernoulli_nll,
@@ -14,6 +17,7 @@ from vaelab.losses import (
     log_normal_diag,
     log_normal_std,
 )
+from vaelab.errors import VaelabError
 from vaelab.models import VAE
 
 
@@ -95,3 +99,51 @@ def iw_nll(model: VAE, x: torch.Tensor, k: int, batch_size: int = 20, chunk: int
 def kl_nats(mu: torch.Tensor, logvar: torch.Tensor) -> float:
     """Mean closed-form KL over a set of posteriors, nats per image."""
     return gaussian_kl(mu, logvar).mean().item()
+
+
+def evaluate_run(cfg: DictConfig) -> float:
+    """IW-NLL of a finished run's logged model on its own test set, logged back to that run."""
+    from vaelab.app import prepare_data, resolve_device
+    from vaelab.tracking import load_run, log_to_run
+
+    device = resolve_device(cfg.device)
+    model, params = load_run(cfg.tracking.uri, cfg.run_id)
+    data = prepare_data(as_the_run_saw_it(cfg.data, params), device)
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+    nll = iw_nll(model.to(device), data.test.x, cfg.k, cfg.batch_size)
+    seconds = time.perf_counter() - started
+    print(f"run {cfg.run_id}: test/iw_nll = {nll:.2f} nats/image, k = {cfg.k} ({seconds:.0f}s on {device})")
+    log_to_run(cfg.run_id, {"test/iw_nll": nll, f"test/iw_nll_k{cfg.k}": nll, "time/iw_s": seconds},
+               params={"iw.k": cfg.k})
+    return nll
+
+
+def as_the_run_saw_it(data_cfg: DictConfig, params: dict[str, str]) -> DictConfig:
+    """The data config with the run's own test-set settings (binarization, seed, limit)."""
+    out = data_cfg.copy()
+    out.binarize = params.get("data.binarize", "none")
+    out.binarize_seed = int(params.get("data.binarize_seed", 0))
+    limit = params.get("data.test_limit", "null")
+    out.test_limit = None if limit in ("null", "None") else int(limit)
+    return out
+
+
+def main() -> None:
+    """`python -m vaelab.evaluate run_id=<id> [k=5000] [batch_size=20]`."""
+    import hydra
+
+    from vaelab.__main__ import config_dir
+
+    def task(cfg: DictConfig) -> float:
+        try:
+            return evaluate_run(cfg)
+        except VaelabError as err:
+            print(f"vaelab.evaluate: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from hydra.utils import get_class
+from hydra.utils import get_class, get_method
 from torch import nn
 
 
@@ -83,6 +83,7 @@ class MLPVAE(VAE):
         latent_dim: int = 2,
         depth: int = 1,
         activation: str = "torch.nn.ReLU",
+        init: str | None = None,
         name: str = "mlp",  # noqa: ARG002 - a label for run names, kept in the config only
     ):
         act = get_class(activation)
@@ -91,3 +92,12 @@ class MLPVAE(VAE):
             GaussianEncoder(input_dim, hidden, latent_dim, act),
             BernoulliDecoder(latent_dim, hidden, input_dim, act),
         )
+        if init is not None:  # a function applied to every module, e.g. vaelab.models.keras_init
+            self.apply(get_method(init))
+
+
+def keras_init(module: nn.Module) -> None:
+    """Keras' Dense defaults: Glorot-uniform kernels, zero biases (torch: Kaiming-uniform, both)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)

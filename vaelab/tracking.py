@@ -295,12 +295,32 @@ def sweep_table(parent_id: str) -> str:
     return out.getvalue()
 
 
-def log_to_run(run_id: str, metrics: Mapping[str, float], figures: Mapping[str, Any] = ()) -> None:
-    """Add metrics and figures to a finished run (e.g. a later IW evaluation), keeping its status."""
+def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
+    """Add metrics (and params not yet set) to a finished run, keeping its status."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    logged = client.get_run(run_id).data.params
+    for key, value in (params or {}).items():
+        if key not in logged:  # MLflow params are write-once; a second k lives in the metric name
+            client.log_param(run_id, key, value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
-    for name, fig in dict(figures).items():
-        client.log_figure(run_id, fig, f"images/{name}.png")
+
+
+def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
+    """The logged model of a run (on the CPU) and the run's params."""
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    from vaelab.errors import ConfigError
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        params = mlflow.get_run(run_id).data.params
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+    except MlflowException as err:
+        raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
+    return model, params

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from vaelab.data import Dataset, batches
@@ -53,6 +54,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     data: Dataset,
     *,
+    scheduler: LRScheduler | None = None,
     epochs: int,
     batch_size: int,
     eval_batch_size: int,
@@ -73,9 +75,12 @@ def fit(
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
             train = train_epoch(model, optimizer, data, batch_size, epoch_beta, generator, bar, progress_every)
         train_s = time.perf_counter() - start
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
         test = evaluate_elbo(model, data.test.x, eval_batch_size)
         metrics = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
-        metrics |= {"beta": epoch_beta, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
+        metrics |= {"beta": epoch_beta, "lr": lr, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
         check_finite(metrics, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
