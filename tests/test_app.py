@@ -132,3 +132,19 @@ def test_evaluating_an_unknown_run_is_a_clear_error(mlflow_uri):
 
     with pytest.raises(ConfigError, match="run_id=nope: no such run"):
         load_run(mlflow_uri, "nope")
+
+
+def test_bf16_autocast_trains_to_a_similar_loss(tiny_cfg):
+    fp32 = app.run(tiny_cfg("trainer.epochs=2"))
+    bf16 = app.run(tiny_cfg("trainer.epochs=2", "trainer.precision=bf16"))
+    assert bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_an_unreachable_tracking_store_is_a_clear_error(tiny_cfg, tmp_path):
+    from vaelab.errors import TrackingError
+
+    (tmp_path / "blocker").write_text("a file where the store's folder should be")
+    cfg = tiny_cfg("tracking=mlflow", f"tracking.uri=sqlite:///{tmp_path}/blocker/mlflow.db",
+                   f"tracking.artifact_location={tmp_path}/a", "trainer.epochs=2")
+    with pytest.raises(TrackingError, match="MLflow logging failed"):
+        app.run(cfg)

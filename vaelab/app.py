@@ -22,6 +22,7 @@ from vaelab.tracking import NullTracker, RunContext
 from vaelab.train import fit
 
 SAMPLE_GRID = 64  # random samples shown per epoch, 8 x 8
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}  # trainer.precision -> autocast dtype
 
 
 def run(cfg: DictConfig, context: RunContext | None = None) -> float:
@@ -50,6 +51,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
             eval_batch_size=cfg.trainer.eval_batch_size, beta=cfg.loss.beta,
             warmup_epochs=cfg.loss.warmup_epochs, seed=cfg.trainer.seed,
             progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
+            autocast=AUTOCAST[cfg.trainer.precision],
             on_epoch_end=report,
         )
         final = finish(tracker, model, data, cfg, probe)

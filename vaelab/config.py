@@ -23,6 +23,8 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass
 class DataConfig:
@@ -61,6 +63,7 @@ class TrainerConfig:
     eval_batch_size: int = 2000
     seed: int = 0
     device: str = "auto"  # auto (cuda -> mps -> cpu) | cpu | cuda | cuda:1 | mps
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; losses stay float32)
     progress: bool = True
     progress_every: int = 50  # steps between refreshes of the running loss on the bar
     images_every: int = 1  # epochs between reconstruction grids (0: only at the end)
@@ -111,6 +114,7 @@ _RULES = (
     ("trainer.images_every", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_samples", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_batch_size", lambda v: v >= 1, ">= 1"),
+    ("trainer.precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("data.limit", lambda v: v is None or v >= 1, "null or >= 1"),
     ("data.test_limit", lambda v: v is None or v >= 1, "null or >= 1"),
     ("data.binarize", lambda v: v in ("none", "dynamic"), "one of none, dynamic"),

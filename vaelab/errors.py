@@ -15,3 +15,7 @@ class DataError(VaelabError):
 
 class DivergenceError(VaelabError):
     """Training produced a non-finite loss."""
+
+
+class TrackingError(VaelabError):
+    """The tracking backend (MLflow) could not record the run."""

@@ -18,17 +18,19 @@ from vaelab.losses import (
     log_normal_std,
 )
 from vaelab.errors import VaelabError
-from vaelab.models import VAE
+from vaelab.models import VAE, autocast_forward
 
 
 @torch.inference_mode()
-def evaluate_elbo(model: VAE, x: torch.Tensor, batch_size: int = 2000) -> dict[str, float]:
+def evaluate_elbo(
+    model: VAE, x: torch.Tensor, batch_size: int = 2000, autocast: torch.dtype | None = None
+) -> dict[str, float]:
     """Negative ELBO (beta = 1) and its terms on `x`, in nats per image, one z sample each."""
     model.eval()
     sums = torch.zeros(3, device=x.device)
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]  # (B, D)
-        out = model(xb)
+        out = autocast_forward(model, xb, autocast)
         sums += torch.stack(elbo_terms(out.logits, xb, out.mu, out.logvar, beta=1.0)) * len(xb)
     loss, recon, kl = (sums / len(x)).tolist()
     return {"loss": loss, "recon": recon, "kl": kl}

@@ -68,6 +68,15 @@ class VAE(nn.Module):
         return VAEOutput(self.decoder(z), mu, logvar, z)
 
 
+def autocast_forward(model: VAE, x: torch.Tensor, dtype: torch.dtype | None = None) -> VAEOutput:
+    """The forward pass under autocast to `dtype` (e.g. bfloat16), outputs back in float32."""
+    if dtype is None:
+        return model(x)
+    with torch.autocast(x.device.type, dtype=dtype):
+        out = model(x)
+    return VAEOutput(*(t.float() for t in out))
+
+
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """z = mu + sigma * eps with eps ~ N(0, I), differentiable in mu and logvar."""
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)

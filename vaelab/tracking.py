@@ -15,6 +15,8 @@ import csv
 import io
 import logging
 import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,8 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from vaelab.errors import TrackingError
 
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
 log = logging.getLogger(__name__)
@@ -82,7 +86,13 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    """One MLflow run per training job."""
+    """One MLflow run per training job, logged from a background thread.
+
+    Every MLflow call (import, store set-up, the run itself, params, metrics, images, model) runs
+    in order on one worker thread that owns the run, so training starts without waiting for MLflow
+    and per-epoch pictures are encoded and written while the next epoch trains. Leaving `start`
+    waits for everything queued, then sets the run's final status.
+    """
 
     enabled = True
 
@@ -100,81 +110,154 @@ class MlflowTracker(NullTracker):
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model = log_model
-        self.run_id = None
+        self.run_id: str | None = None
         self.experiment_id: str | None = None
+        self._worker: _Worker | None = None
 
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[MlflowTracker]:
-        import mlflow
-
-        context = context or RunContext()
-        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
-        run = mlflow.start_run(
-            experiment_id=self.experiment_id,
-            run_name=run_name(cfg),
-            parent_run_id=self.parent_run_id,
-            tags=_context_tags(context),
-        )
-        self.run_id = run.info.run_id
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        self._worker = _Worker()
+        self._worker.submit(self._open, run_name(cfg), params, context or RunContext())
         try:
-            self.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
-            if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
-                mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
             yield self
         except KeyboardInterrupt:
-            mlflow.end_run(status="KILLED")
+            self._close("KILLED")
             raise
         except BaseException as err:
-            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-            mlflow.end_run(status="FAILED")
+            self._close("FAILED", f"{type(err).__name__}: {err}")
             raise
         else:
-            mlflow.end_run(status="FINISHED")
+            self._close("FINISHED")
+
+    def _open(self, name: str, params: dict[str, Any], context: RunContext) -> None:
+        import mlflow
+
+        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                               parent_run_id=self.parent_run_id, tags=_context_tags(context))
+        self.run_id = run.info.run_id
+        mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
+        if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
+            mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
+
+    def _close(self, status: str, error: str | None = None) -> None:
+        """Wait for everything queued, then end the run; a logging failure fails the run."""
+        worker, self._worker = self._worker, None
+        failure = worker.drain()
+        if failure is not None and status == "FINISHED":
+            status, error = "FAILED", f"MLflow logging failed: {type(failure).__name__}: {failure}"
+        if self.run_id is not None:
+            worker.submit(_end_run, status, error)
+            worker.drain()
+        worker.stop()
+        if failure is not None and error and error.startswith("MLflow logging failed"):
+            raise TrackingError(error) from failure
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        self._worker.submit(_fluent("log_params"), {k: ("null" if v is None else v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
+    def log_figure(self, figure: Any, name: str) -> None: ...
+    def log_model(self, model: Any, example: np.ndarray) -> None: ...
+
+    def describe(self) -> str:
+        return "tracking is off (tracking=none): nothing was logged"
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per training job, logged from a background thread.
+
+    Every MLflow call (import, store set-up, the run itself, params, metrics, images, model) runs
+    in order on one worker thread that owns the run, so training starts without waiting for MLflow
+    and per-epoch pictures are encoded and written while the next epoch trains. Leaving `start`
+    waits for everything queued, then sets the run's final status.
+    """
+
+    enabled = True
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        experiment: str = "vaelab",
+        artifact_location: str | None = None,
+        parent_run_id: str | None = None,
+        log_model: bool = True,
+        run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.artifact_location = artifact_location
+        self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+        self.save_model = log_model
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self._worker: _Worker | None = None
+
+    @contextlib.contextmanager
+    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[MlflowTracker]:
+        params = flatten(OmegaConf.to_container(cfg, resolve=True))
+        self._worker = _Worker()
+        self._worker.submit(self._open, run_name(cfg), params, context or RunContext())
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self._close("KILLED")
+            raise
+        except BaseException as err:
+            self._close("FAILED", f"{type(err).__name__}: {err}")
+            raise
+        else:
+            self._close("FINISHED")
+
+    def _open(self, name: str, params: dict[str, Any], context: RunContext) -> None:
         import mlflow
 
+        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
+        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                               parent_run_id=self.parent_run_id, tags=_context_tags(context))
+        self.run_id = run.info.run_id
         mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
+        if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
+            mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
+
+    def _close(self, status: str, error: str | None = None) -> None:
+        """Drain the queue, then end the run; a logging failure marks it FAILED and is raised."""
+        import mlflow
+
+        worker, self._worker = self._worker, None
+        failure = worker.drain()
+        if failure is not None and status == "FINISHED":
+            status, error = "FAILED", f"logging failed: {type(failure).__name__}: {failure}"
+        if self.run_id is not None:
+            worker.submit(_end_run, status, error)
+            failure = worker.drain() or failure
+        worker.stop()
+        if failure is not None and status == "FAILED" and error and error.startswith("logging failed"):
+            raise failure
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import_and = _fluent("log_params")
+        self._worker.submit(import_and, {k: ("null" if v is None else v) for k, v in params.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
-
-        mlflow.log_metrics(dict(metrics), step=step)
+        self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
-        import mlflow
-
         if step is None:
-            mlflow.log_image(image, artifact_file=f"images/{key}.png")
+            self._worker.submit(_fluent("log_image"), image, artifact_file=f"images/{key}.png")
         else:  # the UI shows keyed images with a step slider
-            mlflow.log_image(image, key=key, step=step)
+            self._worker.submit(_fluent("log_image"), image, key=key, step=step)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        import mlflow
-
-        mlflow.log_figure(figure, f"images/{name}.png")
+        self._worker.submit(_fluent("log_figure"), figure, f"images/{name}.png")
 
     def log_model(self, model: Any, example: np.ndarray) -> None:
         """Log a CPU copy of the model; `mlflow.pytorch.load_model("runs:/<id>/model")` gets it back."""
-        if not self.save_model:
-            return
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        logging.getLogger("mlflow.pytorch").addFilter(_KnownWarnings())
-        logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
-        cpu_model = copy.deepcopy(model).cpu().eval()
-        with torch.no_grad():
-            logits = cpu_model(torch.from_numpy(example)).logits.numpy()
-        mlflow.pytorch.log_model(
-            cpu_model,
-            name="model",
-            signature=infer_signature(example, logits),
-            input_example=example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
-            serialization_format="pickle",  # a plain nn.Module back from load_model
-        )
+        if self.save_model:
+            self._worker.submit(_log_model, copy.deepcopy(model).cpu().eval(), example)
 
     def describe(self) -> str:
         return (
@@ -182,6 +265,81 @@ class MlflowTracker(NullTracker):
             f" open the UI with `make ui` and go to http://127.0.0.1:5000"
             f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         )
+
+
+def _fluent(name: str) -> Any:
+    """mlflow.<name>, resolved in the worker thread (whose active run is this tracker's)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import mlflow
+
+        return getattr(mlflow, name)(*args, **kwargs)
+    return call
+
+
+def _end_run(status: str, error: str | None) -> None:
+    import mlflow
+
+    if error:
+        mlflow.set_tag("error", error[:5000])
+    mlflow.end_run(status=status)
+
+
+def _log_model(model: Any, example: np.ndarray) -> None:
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    logging.getLogger("mlflow.pytorch").addFilter(_KnownWarnings())
+    logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
+    with torch.no_grad():
+        logits = model(torch.from_numpy(example)).logits.numpy()
+    mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, logits),
+        input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
+        serialization_format="pickle",  # a plain nn.Module back from load_model
+    )
+
+
+class _Worker:
+    """One thread running submitted calls in order. After a failure it skips the rest of the
+    queue, and `drain` hands the failure back to the caller's thread."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Queue a call; if an earlier one failed, raise that here instead of logging on blindly."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise TrackingError(f"MLflow logging failed: {type(failure).__name__}: {failure}") from failure
+        self._queue.put((fn, args, kwargs))
+
+    def drain(self) -> BaseException | None:
+        self._queue.join()
+        failure, self._failure = self._failure, None
+        return failure
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, args, kwargs = item
+            try:
+                if self._failure is None:
+                    fn(*args, **kwargs)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                self._failure = err
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
 
 
 class _KnownWarnings(logging.Filter):

@@ -14,7 +14,7 @@ from vaelab.data import Dataset, batches
 from vaelab.errors import DivergenceError
 from vaelab.evaluate import evaluate_elbo
 from vaelab.losses import elbo_terms, kl_weight
-from vaelab.models import VAE
+from vaelab.models import VAE, autocast_forward
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -28,6 +28,7 @@ def train_epoch(
     generator: torch.Generator,
     bar: tqdm,
     progress_every: int = 50,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, float]:
     """One pass over the training set; returns image-weighted means of loss, recon and kl."""
     model.train()
@@ -35,7 +36,7 @@ def train_epoch(
     sums = torch.zeros(3, device=x.device)  # loss, recon, kl summed over images, kept on device
     seen = 0
     for step, xb in enumerate(batches(x, batch_size, generator, data.binarize), start=1):
-        out = model(xb)
+        out = autocast_forward(model, xb, autocast)
         terms = elbo_terms(out.logits, xb, out.mu, out.logvar, beta)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
@@ -63,6 +64,7 @@ def fit(
     seed: int,
     progress: bool = True,
     progress_every: int = 50,
+    autocast: torch.dtype | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> dict[str, float]:
     """Train for `epochs`, evaluate the test set after each, and return the last epoch's metrics."""
@@ -73,12 +75,14 @@ def fit(
         start = time.perf_counter()
         epoch_beta = kl_weight(epoch, beta, warmup_epochs)
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
-            train = train_epoch(model, optimizer, data, batch_size, epoch_beta, generator, bar, progress_every)
+            train = train_epoch(
+                model, optimizer, data, batch_size, epoch_beta, generator, bar, progress_every, autocast
+            )
         train_s = time.perf_counter() - start
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        test = evaluate_elbo(model, data.test.x, eval_batch_size)
+        test = evaluate_elbo(model, data.test.x, eval_batch_size, autocast)
         metrics = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
         metrics |= {"beta": epoch_beta, "lr": lr, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
         check_finite(metrics, epoch)
