@@ -1,6 +1,6 @@
 """Training throughput of vaelab against the machine's matmul speed and a DataLoader baseline.
 
-    python benchmarks/bench_train.py [--epochs 5] [--device auto] [--baseline-epochs 2]
+    python benchmarks/bench_train.py [--rounds 5] [--baseline-rounds 3] [--device auto] [--precision fp32|bf16]
 
 For each model at batch 128 it prints: train seconds per epoch (median), images/s, achieved
 GFLOP/s (counted from the Linear layer shapes, forward + backward), the matmul GFLOP/s this
@@ -11,7 +11,6 @@ same model trained by a plain torchvision DataLoader + ToTensor loop with its sp
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -67,44 +66,53 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_vaelab(model, data, device, epochs: int) -> list[float]:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator(device=device).manual_seed(0)
-    times = []
-    for _ in range(epochs + 1):  # the first epoch warms caches and allocators; not counted
+class VaelabTrainer:
+    """vaelab's own training step (train_epoch) with the default optimizer config (fused Adam)."""
+
+    def __init__(self, model, data, device, autocast):
+        self.model, self.data, self.autocast = model, data, autocast
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        self.device = device
+
+    def epoch(self) -> float:
         with tqdm(disable=True) as bar:
-            sync(device)
+            sync(self.device)
             start = time.perf_counter()
-            train_epoch(model, optimizer, data, BATCH, 1.0, gen, bar, progress_every=10**9)
-            sync(device)
-        times.append(time.perf_counter() - start)
-    return times[1:]
+            train_epoch(self.model, self.optimizer, self.data, BATCH, 1.0, self.generator, bar,
+                        progress_every=10**9, autocast=self.autocast)
+            sync(self.device)
+        return time.perf_counter() - start
 
 
-def time_eval(model, data, device) -> float:
-    evaluate_elbo(model, data.test.x, 10_000)
+def time_eval(model, data, device, autocast) -> float:
+    evaluate_elbo(model, data.test.x, 10_000, autocast)
     sync(device)
     start = time.perf_counter()
     for _ in range(3):
-        evaluate_elbo(model, data.test.x, 10_000)
+        evaluate_elbo(model, data.test.x, 10_000, autocast)
     sync(device)
     return (time.perf_counter() - start) / 3
 
 
-def time_dataloader(hidden: int, latent: int, root: Path, device, epochs: int) -> list[float]:
+class DataLoaderBaseline:
     """The common way, as in pytorch/examples' VAE: torchvision MNIST + ToTensor + DataLoader,
-    a host sync (loss.item()) every step."""
-    from torchvision import datasets, transforms
+    default Adam, a host sync (loss.item()) every step."""
 
-    model = MLPVAE(hidden_dim=hidden, latent_dim=latent).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
-    loader = torch.utils.data.DataLoader(train, batch_size=BATCH, shuffle=True)
-    times = []
-    for _ in range(epochs):
+    def __init__(self, hidden: int, latent: int, root: Path, device):
+        from torchvision import datasets, transforms
+
+        self.model = MLPVAE(hidden_dim=hidden, latent_dim=latent).to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        train = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+        self.loader = torch.utils.data.DataLoader(train, batch_size=BATCH, shuffle=True)
+        self.device = device
+
+    def epoch(self) -> float:
+        model, optimizer, device = self.model, self.optimizer, self.device
         start = time.perf_counter()
         total = 0.0
-        for xb, _ in loader:
+        for xb, _ in self.loader:
             xb = xb.to(device).view(-1, 784)
             out = model(xb)
             loss = elbo_terms(out.logits, xb, out.mu, out.logvar).loss
@@ -112,26 +120,29 @@ def time_dataloader(hidden: int, latent: int, root: Path, device, epochs: int) -
             loss.backward()
             optimizer.step()
             total += loss.item()
-        times.append(time.perf_counter() - start)
-    return times
+        sync(device)
+        return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=5, help="timed vaelab epochs per model (median)")
-    parser.add_argument("--baseline-epochs", type=int, default=2, help="timed DataLoader epochs (0: skip)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per model (median)")
+    parser.add_argument("--baseline-rounds", type=int, default=3, help="rounds that also time a DataLoader epoch (0: skip)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="autocast of vaelab's forward pass")
     parser.add_argument("--root", default=None, help="data.root (default: ~/.cache/vaelab)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    autocast = {"fp32": None, "bf16": torch.bfloat16}[args.precision]
     root = Path(args.root) if args.root else default_root()
-    raw = ensure_mnist(root)
-    data = load_mnist(raw, device)
-    cpu = platform.processor() or _cpu_name()
+    data = load_mnist(ensure_mnist(root), device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}{gpu}, device {device}")
-    print(f"MNIST train {len(data.train):,} images, batch {BATCH}; median of {args.epochs} epochs after one warm-up\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {_cpu_name()}{gpu}, device {device},"
+          f" precision {args.precision}")
+    print(f"MNIST train {len(data.train):,} images, batch {BATCH}. Each round: one vaelab epoch, the matmul"
+          f" ceiling on the same GEMM shapes, and (first {args.baseline_rounds} rounds) one DataLoader epoch;"
+          f" medians over {args.rounds} rounds after a warm-up epoch.\n")
     header = (f"{'model':<28}{'s/epoch':>9}{'img/s':>10}{'GFLOP/s':>9}{'matmul':>9}{'ratio':>7}"
               f"{'eval s':>8}{'eval %':>8}{'DataLoader s':>14}{'speed-up':>10}")
     print(header)
@@ -140,14 +151,24 @@ def main() -> None:
         torch.manual_seed(0)
         model = MLPVAE(hidden_dim=hidden, latent_dim=latent).to(device)
         shapes = gemm_shapes(model, BATCH)
-        epoch = statistics.median(time_vaelab(model, data, device, args.epochs))
         steps = -(-len(data.train) // BATCH)
-        achieved = flops(shapes) * steps / epoch / 1e9
-        ceiling = matmul_gflops(shapes, device)
-        eval_s = time_eval(model, data, device)
-        base = statistics.median(time_dataloader(hidden, latent, root, device, args.baseline_epochs)) if args.baseline_epochs else float("nan")
-        print(f"{name:<28}{epoch:>9.3f}{len(data.train) / epoch:>10,.0f}{achieved:>9.1f}{ceiling:>9.1f}"
-              f"{achieved / ceiling:>7.0%}{eval_s:>8.3f}{eval_s / epoch:>8.1%}{base:>14.2f}{base / epoch:>9.1f}x")
+        ours = VaelabTrainer(model, data, device, autocast)
+        base = DataLoaderBaseline(hidden, latent, root, device) if args.baseline_rounds else None
+        ours.epoch()  # warm-up
+        epochs, ceilings, ratios, speedups, base_epochs = [], [], [], [], []
+        for r in range(args.rounds):
+            epochs.append(ours.epoch())
+            ceilings.append(matmul_gflops(shapes, device))
+            ratios.append(flops(shapes) * steps / epochs[-1] / 1e9 / ceilings[-1])
+            if base is not None and r < args.baseline_rounds:
+                base_epochs.append(base.epoch())
+                speedups.append(base_epochs[-1] / epochs[-1])
+        epoch = statistics.median(epochs)
+        eval_s = time_eval(model, data, device, autocast)
+        median = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
+        print(f"{name:<28}{epoch:>9.3f}{len(data.train) / epoch:>10,.0f}{flops(shapes) * steps / epoch / 1e9:>9.1f}"
+              f"{median(ceilings):>9.1f}{median(ratios):>7.0%}{eval_s:>8.3f}{eval_s / epoch:>8.1%}"
+              f"{median(base_epochs):>14.2f}{median(speedups):>9.1f}x")
 
 
 def _cpu_name() -> str:
@@ -157,7 +178,7 @@ def _cpu_name() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.machine()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

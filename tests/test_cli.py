@@ -69,6 +69,8 @@ def test_multirun_nests_each_job_under_one_parent_with_a_summary(tmp_path, mnist
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
     assert [r["job"] for r in rows] == ["0", "1"]
     assert "model.latent_dim=3" in rows[1]["overrides"] and float(rows[1]["test/loss"]) > 0
+    parent_images = {f.path for f in MlflowClient().list_artifacts(parent.info.run_id, "images")}
+    assert "images/rate_distortion.png" in parent_images
     hydra_files = {f.path for f in MlflowClient().list_artifacts(children[0].info.run_id, "hydra")}
     assert {"hydra/config.yaml", "hydra/overrides.yaml"} <= hydra_files
 

@@ -429,19 +429,38 @@ class SweepParentRun(Callback):
 
         client = MlflowClient()
         try:
-            client.log_text(parent_id, sweep_table(parent_id), "sweep_summary.csv")
+            children = sweep_children(parent_id)
+            client.log_text(parent_id, sweep_table(children), "sweep_summary.csv")
+            done = [c for c in children if {"test/kl", "test/recon"} <= c.data.metrics.keys()]
+            if len(done) > 1:
+                from vaelab.plots import rate_distortion
+
+                figure = rate_distortion([c.data.metrics["test/kl"] for c in done],
+                                         [c.data.metrics["test/recon"] for c in done], _varied(done))
+                client.log_figure(parent_id, figure, "images/rate_distortion.png")
         finally:
             client.set_terminated(parent_id, status=status)
 
 
-def sweep_table(parent_id: str) -> str:
-    """CSV of the parent's children: name, status, overrides and final metrics, by job number."""
+def _varied(children: list[Any]) -> list[str]:
+    """Each child's overrides less those every child shares: what the sweep varied."""
+    tokens = [c.data.tags.get("overrides", "").split() for c in children]
+    common = set.intersection(*(set(t) for t in tokens))
+    return [" ".join(t for t in ts if t not in common) or c.info.run_name for ts, c in zip(tokens, children)]
+
+
+def sweep_children(parent_id: str) -> list[Any]:
+    """The runs nested under a sweep's parent, by Hydra job number."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
     exp_id = client.get_run(parent_id).info.experiment_id
     children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    children.sort(key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
+    return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
+
+
+def sweep_table(children: list[Any]) -> str:
+    """CSV of a sweep's children: name, status, overrides and final metrics."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["job", "run_id", "run_name", "status", "overrides", *SUMMARY_METRICS])
