@@ -41,7 +41,8 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     with tracker.start(cfg, context):
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
         report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg)
-        startup = seconds_since_process_start()
+        later_job = context is not None and context.job_num not in (None, 0)  # same process as job 0
+        startup = time.perf_counter() - started if later_job else seconds_since_process_start()
         if startup is not None:
             print(f"startup: {startup:.2f}s from the command to the first training step")
             tracker.log_metrics({"time/startup_s": startup})

@@ -137,7 +137,7 @@ class MlflowTracker(NullTracker):
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
                                parent_run_id=self.parent_run_id, tags=_context_tags(context))
         self.run_id = run.info.run_id
-        mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
+        mlflow.log_params(_param_values(params))
         if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
             mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
 
@@ -155,92 +155,7 @@ class MlflowTracker(NullTracker):
             raise TrackingError(error) from failure
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._worker.submit(_fluent("log_params"), {k: ("null" if v is None else v) for k, v in params.items()})
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-    def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
-    def log_model(self, model: Any, example: np.ndarray) -> None: ...
-
-    def describe(self) -> str:
-        return "tracking is off (tracking=none): nothing was logged"
-
-
-class MlflowTracker(NullTracker):
-    """One MLflow run per training job, logged from a background thread.
-
-    Every MLflow call (import, store set-up, the run itself, params, metrics, images, model) runs
-    in order on one worker thread that owns the run, so training starts without waiting for MLflow
-    and per-epoch pictures are encoded and written while the next epoch trains. Leaving `start`
-    waits for everything queued, then sets the run's final status.
-    """
-
-    enabled = True
-
-    def __init__(
-        self,
-        uri: str | None = None,
-        experiment: str = "vaelab",
-        artifact_location: str | None = None,
-        parent_run_id: str | None = None,
-        log_model: bool = True,
-        run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
-    ) -> None:
-        self.uri = uri
-        self.experiment = experiment
-        self.artifact_location = artifact_location
-        self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
-        self.save_model = log_model
-        self.run_id: str | None = None
-        self.experiment_id: str | None = None
-        self._worker: _Worker | None = None
-
-    @contextlib.contextmanager
-    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[MlflowTracker]:
-        params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        self._worker = _Worker()
-        self._worker.submit(self._open, run_name(cfg), params, context or RunContext())
-        try:
-            yield self
-        except KeyboardInterrupt:
-            self._close("KILLED")
-            raise
-        except BaseException as err:
-            self._close("FAILED", f"{type(err).__name__}: {err}")
-            raise
-        else:
-            self._close("FINISHED")
-
-    def _open(self, name: str, params: dict[str, Any], context: RunContext) -> None:
-        import mlflow
-
-        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                               parent_run_id=self.parent_run_id, tags=_context_tags(context))
-        self.run_id = run.info.run_id
-        mlflow.log_params({k: ("null" if v is None else v) for k, v in params.items()})
-        if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
-            mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
-
-    def _close(self, status: str, error: str | None = None) -> None:
-        """Drain the queue, then end the run; a logging failure marks it FAILED and is raised."""
-        import mlflow
-
-        worker, self._worker = self._worker, None
-        failure = worker.drain()
-        if failure is not None and status == "FINISHED":
-            status, error = "FAILED", f"logging failed: {type(failure).__name__}: {failure}"
-        if self.run_id is not None:
-            worker.submit(_end_run, status, error)
-            failure = worker.drain() or failure
-        worker.stop()
-        if failure is not None and status == "FAILED" and error and error.startswith("logging failed"):
-            raise failure
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        import_and = _fluent("log_params")
-        self._worker.submit(import_and, {k: ("null" if v is None else v) for k, v in params.items()})
+        self._worker.submit(_fluent("log_params"), _param_values(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step)
@@ -265,6 +180,11 @@ class MlflowTracker(NullTracker):
             f" open the UI with `make ui` and go to http://127.0.0.1:5000"
             f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
         )
+
+
+def _param_values(params: Mapping[str, Any]) -> dict[str, Any]:
+    """MLflow drops None values: show them as the YAML spelling instead."""
+    return {k: ("null" if v is None else v) for k, v in params.items()}
 
 
 def _fluent(name: str) -> Any:
