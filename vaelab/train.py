@@ -34,6 +34,7 @@ def train_epoch(
     model.train()
     x = data.train.x
     sums = torch.zeros(3, device=x.device)  # loss, recon, kl summed over images, kept on device
+    shown = RunningLoss()
     seen = 0
     for step, xb in enumerate(batches(x, batch_size, generator, data.binarize), start=1):
         out = autocast_forward(model, xb, autocast)
@@ -44,10 +45,31 @@ def train_epoch(
         sums += torch.stack(terms).detach() * len(xb)
         seen += len(xb)
         bar.update(1)
-        if step % progress_every == 0:  # the only host read inside the loop, a few per epoch
-            bar.set_postfix(loss=f"{sums[0].item() / seen:.2f}")
-    loss, recon, kl = (sums / seen).tolist()  # one device->host copy per epoch
+        if step % progress_every == 0:
+            shown.refresh(bar, sums[0], seen)
+    loss, recon, kl = (sums / seen).tolist()  # the one device->host sync of the epoch
     return {"loss": loss, "recon": recon, "kl": kl}
+
+
+class RunningLoss:
+    """The running loss on the progress bar without stalling the device.
+
+    Each refresh starts a non-blocking copy of the device-side sum and shows the previous copy,
+    once a CUDA event says it has landed; on the CPU the copy is immediate.
+    """
+
+    def __init__(self) -> None:
+        self._copy: torch.Tensor | None = None
+        self._seen = 0
+        self._ready: torch.cuda.Event | None = None
+
+    def refresh(self, bar: tqdm, total: torch.Tensor, seen: int) -> None:
+        if self._copy is not None and (self._ready is None or self._ready.query()):
+            bar.set_postfix(loss=f"{self._copy.item() / self._seen:.2f}")
+        self._copy, self._seen = total.detach().to("cpu", non_blocking=True), seen
+        if total.is_cuda:
+            self._ready = torch.cuda.Event()
+            self._ready.record()
 
 
 def fit(
