@@ -95,6 +95,7 @@ def resolve_device(name: str) -> torch.device:
 def prepare_data(data_cfg: DictConfig, device: torch.device) -> Dataset:
     root = data_cfg.root or default_root()
     raw = ensure_mnist(root, checksums=MNIST_MD5 if data_cfg.verify else None)
+    print(f"data: MNIST from {raw}" + (" (md5 verified)" if data_cfg.verify else " (md5 check off)"))
     return load_mnist(raw, device, data_cfg.limit, data_cfg.test_limit, data_cfg.binarize, data_cfg.binarize_seed)
 
 
