@@ -7,10 +7,12 @@ and copy the figures it shows into docs/images/.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 from pathlib import Path
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import mlflow
 from mlflow import MlflowClient
 
@@ -71,6 +73,12 @@ def main() -> None:
     print(row(fmt(m, "test/loss"), fmt(m, "test/recon"), fmt(m, "test/kl"), run.info.run_id))
     fetch(run, "images/latent_scatter.png", "keras_seed_latent_scatter.png")
     fetch(run, "images/manifold.png", "keras_seed_manifold.png")
+    last = int(run.data.params["trainer.epochs"])
+    for key in ("reconstructions", "samples"):
+        stepped = [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")
+                   if f.path.startswith(f"images/{key}+step+{last}+") and f.path.endswith(".png")
+                   and "compressed" not in f.path]
+        fetch(run, stepped[0], f"keras_seed_{key}.png")
 
     print("\n## 3. latent sweep\n")
     _, runs = latest_sweep("latent_sweep")

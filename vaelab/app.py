@@ -156,7 +156,8 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
     final = {"test/active_units": float(active_units(mu, logvar))}
     if cfg.trainer.iw_samples:
         tracker.log_params({"iw.k": cfg.trainer.iw_samples})
-        final["test/iw_nll"] = iw_nll(model, data.test.x, cfg.trainer.iw_samples, cfg.trainer.iw_batch_size)
+        final["test/iw_nll"] = iw_nll(model, data.test.x, cfg.trainer.iw_samples, cfg.trainer.iw_batch_size,
+                                      progress=cfg.trainer.progress)
     tracker.log_metrics(final, step=cfg.trainer.epochs)
     if tracker.enabled:
         from vaelab.plots import latent_scatter, manifold_figure, manifold_latents

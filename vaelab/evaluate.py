@@ -8,6 +8,7 @@ import time
 
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from vaelab.losses import (
     bernoulli_nll,
@@ -90,10 +91,13 @@ def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> 
     return running - math.log(k)
 
 
-def iw_nll(model: VAE, x: torch.Tensor, k: int, batch_size: int = 20, chunk: int = 500) -> float:
+def iw_nll(
+    model: VAE, x: torch.Tensor, k: int, batch_size: int = 20, chunk: int = 500, progress: bool = False
+) -> float:
     """Mean importance-weighted negative log-likelihood over `x`, nats per image."""
     total = 0.0
-    for start in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    for start in tqdm(starts, desc=f"IW bound, k={k}", disable=not progress, leave=False):
         total -= iw_log_likelihood(model, x[start : start + batch_size], k, chunk).sum().item()
     return total / len(x)
 
@@ -113,7 +117,7 @@ def evaluate_run(cfg: DictConfig) -> float:
     data = prepare_data(as_the_run_saw_it(cfg.data, params), device)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
-    nll = iw_nll(model.to(device), data.test.x, cfg.k, cfg.batch_size)
+    nll = iw_nll(model.to(device), data.test.x, cfg.k, cfg.batch_size, progress=True)
     seconds = time.perf_counter() - started
     print(f"run {cfg.run_id}: test/iw_nll = {nll:.2f} nats/image, k = {cfg.k} ({seconds:.0f}s on {device})")
     log_to_run(cfg.run_id, {"test/iw_nll": nll, f"test/iw_nll_k{cfg.k}": nll, "time/iw_s": seconds},
