@@ -28,7 +28,8 @@ def test_a_tracked_run_logs_params_metrics_images_and_the_model(tracked_cfg, mni
     assert run.info.status == "FINISHED" and run.info.run_name == "mlp-h256-z2-b1.0"
     assert run.data.params["model.latent_dim"] == "2" and run.data.params["loss.beta"] == "1.0"
     assert run.data.params["optimizer._target_"] == "torch.optim.Adam"
-    for key in ("train/loss", "train/recon", "train/kl", "test/loss", "test/recon", "test/kl", "beta", "time/epoch_s"):
+    for key in ("train/loss", "train/recon", "train/kl", "test/loss", "test/recon", "test/kl", "beta", "lr",
+                "time/epoch_s", "time/wall_s"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     assert run.data.metrics["test/loss"] == pytest.approx(loss)
     assert run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/recon"] + run.data.metrics["test/kl"], rel=1e-5)
