@@ -106,3 +106,9 @@ def test_an_installed_wheel_carries_its_configs(tmp_path, mnist_root):
     out = vaelab(*tiny_overrides(mnist_root), "experiment=pytorch_example", "trainer.epochs=1", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Total params: 652,824" in out.stdout
+
+
+def test_the_console_script_is_the_same_app(tmp_path):
+    script = Path(sys.executable).parent / "vaelab"
+    out = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "== Config groups ==" in out.stdout

@@ -45,11 +45,7 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     with tracker.start(cfg, context):
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
         report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap())
-        later_job = context is not None and context.job_num not in (None, 0)  # same process as job 0
-        startup = time.perf_counter() - started if later_job else seconds_since_process_start()
-        if startup is not None:
-            print(f"startup: {startup:.2f}s from the command to the first training step")
-            tracker.log_metrics({"time/startup_s": startup})
+        report_startup(tracker, context, started)
         metrics = fit(
             model, optimizer, data, scheduler=scheduler,
             epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
@@ -64,6 +60,16 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final)
     print(tracker.describe())
     return metrics["test/loss"]
+
+
+def report_startup(tracker: NullTracker, context: RunContext | None, run_started: float) -> None:
+    """Time from the command to the first training step (for a sweep's later jobs, which share
+    job 0's process, from the start of the job)."""
+    later_job = context is not None and context.job_num not in (None, 0)
+    startup = time.perf_counter() - run_started if later_job else seconds_since_process_start()
+    if startup is not None:
+        print(f"startup: {startup:.2f}s from the command to the first training step")
+        tracker.log_metrics({"time/startup_s": startup})
 
 
 def seconds_since_process_start() -> float | None:
