@@ -98,7 +98,9 @@ def test_an_installed_wheel_carries_its_configs(tmp_path, mnist_root):
         capture_output=True, text=True, timeout=300,
     )
     assert install.returncode == 0, install.stderr
-    assert (site / "vaelab" / "conf" / "experiment" / "keras_seed.yaml").is_file()
+    shipped = {p.relative_to(site / "vaelab" / "conf") for p in (site / "vaelab" / "conf").rglob("*.yaml")}
+    in_repo = {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
+    assert shipped == in_repo
     env = {"PYTHONPATH": str(site)}
     where = subprocess.run([sys.executable, "-c", "import vaelab; print(vaelab.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env})

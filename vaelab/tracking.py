@@ -407,6 +407,7 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, A
 
 def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
     """The logged model of a run (on the CPU) and the run's params."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
     import mlflow
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
