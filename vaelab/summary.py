@@ -33,4 +33,4 @@ def model_summary(model: nn.Module, input_dim: int) -> str:
     line = "-" * sum(width)
     header = "Layer (type)".ljust(width[0]) + "Output Shape".ljust(width[1]) + "Param #"
     body = [r[0].ljust(width[0]) + r[1].ljust(width[1]) + r[2] for r in rows]
-    return "\n".join([line, header, "=" * sum(width), *body, "=" * sum(width), f"Total params: {total:,}", line])
+    return "\n".join([line, header, "=" * sum(width), *body, "=" * sum(width), f"Total params: {total:,}"])
