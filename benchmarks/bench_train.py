@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from vaelab.app import resolve_device
+from vaelab.__main__ import config_dir
+from vaelab.app import build_optimizer, resolve_device
 from vaelab.data import default_root, ensure_mnist, load_mnist
 from vaelab.evaluate import evaluate_elbo
 from vaelab.losses import elbo_terms
@@ -68,11 +70,12 @@ def sync(device: torch.device) -> None:
 
 
 class VaelabTrainer:
-    """vaelab's own training step (train_epoch) with the default optimizer config (fused Adam)."""
+    """vaelab's own training step (train_epoch) with the default optimizer, conf/optimizer/adam.yaml."""
 
     def __init__(self, model, data, device, autocast):
         self.model, self.data, self.autocast = model, data, autocast
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        adam = OmegaConf.load(Path(config_dir()) / "optimizer" / "adam.yaml")
+        self.optimizer = build_optimizer(adam, model)
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.device = device
 

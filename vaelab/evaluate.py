@@ -13,7 +13,6 @@ from tqdm.auto import tqdm
 from vaelab.losses import (
     bernoulli_nll,
     elbo_terms,
-    gaussian_kl,
     gaussian_kl_per_dim,
     log_normal_diag,
     log_normal_std,
@@ -100,11 +99,6 @@ def iw_nll(
     for start in tqdm(starts, desc=f"IW bound, k={k}", disable=not progress, leave=False):
         total -= iw_log_likelihood(model, x[start : start + batch_size], k, chunk).sum().item()
     return total / len(x)
-
-
-def kl_nats(mu: torch.Tensor, logvar: torch.Tensor) -> float:
-    """Mean closed-form KL over a set of posteriors, nats per image."""
-    return gaussian_kl(mu, logvar).mean().item()
 
 
 def evaluate_run(cfg: DictConfig) -> float:

@@ -145,13 +145,14 @@ class MlflowTracker(NullTracker):
         """Wait for everything queued, then end the run; a logging failure fails the run."""
         worker, self._worker = self._worker, None
         failure = worker.drain()
-        if failure is not None and status == "FINISHED":
-            status, error = "FAILED", f"MLflow logging failed: {type(failure).__name__}: {failure}"
+        logging_failed = failure is not None and status == "FINISHED"  # else the run's own error wins
+        if logging_failed:
+            status, error = "FAILED", _logging_failure(failure)
         if self.run_id is not None:
             worker.submit(_end_run, status, error)
             worker.drain()
         worker.stop()
-        if failure is not None and error and error.startswith("MLflow logging failed"):
+        if logging_failed:
             raise TrackingError(error) from failure
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -223,6 +224,10 @@ def _log_model(model: Any, example: np.ndarray) -> None:
     )
 
 
+def _logging_failure(failure: BaseException) -> str:
+    return f"MLflow logging failed: {type(failure).__name__}: {failure}"
+
+
 class _Worker:
     """One thread running submitted calls in order. After a failure it skips the rest of the
     queue, and `drain` hands the failure back to the caller's thread."""
@@ -237,7 +242,7 @@ class _Worker:
         """Queue a call; if an earlier one failed, raise that here instead of logging on blindly."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
-            raise TrackingError(f"MLflow logging failed: {type(failure).__name__}: {failure}") from failure
+            raise TrackingError(_logging_failure(failure)) from failure
         self._queue.put((fn, args, kwargs))
 
     def drain(self) -> BaseException | None:
