@@ -36,6 +36,16 @@ def write_fake_mnist(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, s
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir())}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def vaelab_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Everything vaelab writes by default (store, Hydra folders, checkpoints) goes to a temporary
+    home, never into the checkout's runs/."""
+    home = tmp_path_factory.mktemp("vaelab_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VAELAB_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mnist")

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def vaelab(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vaelab", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=600, env={**os.environ, **(env or {})},
+        timeout=600, env={**os.environ, "VAELAB_HOME": str(cwd / "runs"), **(env or {})},
     )
 
 

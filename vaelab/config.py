@@ -94,7 +94,10 @@ class Config:
 
 
 def register_configs() -> None:
-    """Put the schema where config.yaml's defaults list finds it."""
+    """Put the schema where config.yaml's defaults list finds it, and `${vaelab_home:}` in reach."""
+    from vaelab.paths import register_resolver
+
+    register_resolver()
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
 
 

@@ -1,18 +1,10 @@
-"""Experiment tracking: the one module that talks to MLflow.
-
-`MlflowTracker` owns a run's lifecycle (FINISHED, FAILED with the error as a tag, KILLED on
-Ctrl-C; never left RUNNING), its params, metrics, images and model. `SweepParentRun` is a Hydra
-callback that groups the jobs of a `--multirun` under one parent run with a summary table.
-`NullTracker` is the same interface doing nothing (`tracking=none`).
-"""
+"""One tracked training run: `MlflowTracker` (lifecycle, params, metrics, images, model, logged
+from a background thread) and `NullTracker`, the same interface doing nothing (`tracking=none`)."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
-import csv
-import io
 import logging
 import os
 import queue
@@ -23,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import TrackingError
+from vaelab.tracking.store import use_experiment
 
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -279,18 +270,6 @@ class _KnownWarnings(logging.Filter):
         return "serialization_format" not in message and "validate serving input" not in message
 
 
-def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
-    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
-    import mlflow
-
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
-    return mlflow.create_experiment(name, artifact_location=location)
-
 
 def _context_tags(context: RunContext) -> dict[str, str]:
     tags = {"overrides": " ".join(context.overrides) or "(none)"}
@@ -301,129 +280,3 @@ def _context_tags(context: RunContext) -> dict[str, str]:
     return tags
 
 
-SUMMARY_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
-
-
-class SweepParentRun(Callback):
-    """Hydra callback: one parent MLflow run per --multirun, its jobs nested under it.
-
-    The parent is created in `on_multirun_start` and handed to the jobs through the environment
-    (so it also reaches launchers that fork); `on_multirun_end` logs a CSV of every child's
-    overrides and final metrics and closes it. If a job fails, Hydra skips `on_multirun_end`: an
-    exit hook then closes the parent as FAILED, with the table of what did finish.
-    """
-
-    def __init__(self) -> None:
-        self.parent_id: str | None = None
-        self.failed = False
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        tracking = config.get("tracking")
-        if not tracking or tracking.get("_target_") != f"{__name__}.MlflowTracker":
-            return
-        from hydra.core.hydra_config import HydraConfig
-        from mlflow import MlflowClient
-
-        HydraConfig.instance().set_config(config)  # tracking.uri may interpolate ${hydra:...}
-        exp_id = use_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
-        sweep_dir = str(config.hydra.sweep.dir)
-        run = MlflowClient().create_run(
-            exp_id,
-            run_name=f"sweep-{Path(sweep_dir).name}",
-            tags={"hydra.sweep.dir": sweep_dir, "sweep": "parent",
-                  "overrides": " ".join(config.hydra.overrides.task) or "(none)"},
-        )
-        self.parent_id = run.info.run_id
-        os.environ[PARENT_ENV] = self.parent_id
-        atexit.register(self._close, "FAILED")
-        log.info("MLflow parent run of this sweep: %s", self.parent_id)
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if getattr(job_return, "status", None) is not None and job_return.status.name == "FAILED":
-            self.failed = True
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._close("FAILED" if self.failed else "FINISHED")
-
-    def _close(self, status: str) -> None:
-        if self.parent_id is None:
-            return
-        parent_id, self.parent_id = self.parent_id, None
-        os.environ.pop(PARENT_ENV, None)
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        try:
-            children = sweep_children(parent_id)
-            client.log_text(parent_id, sweep_table(children), "sweep_summary.csv")
-            done = [c for c in children if {"test/kl", "test/recon"} <= c.data.metrics.keys()]
-            if len(done) > 1:
-                from vaelab.plots import rate_distortion
-
-                figure = rate_distortion([c.data.metrics["test/kl"] for c in done],
-                                         [c.data.metrics["test/recon"] for c in done], _varied(done))
-                client.log_figure(parent_id, figure, "images/rate_distortion.png")
-        finally:
-            client.set_terminated(parent_id, status=status)
-
-
-def _varied(children: list[Any]) -> list[str]:
-    """Each child's overrides less those every child shares: what the sweep varied."""
-    tokens = [c.data.tags.get("overrides", "").split() for c in children]
-    common = set.intersection(*(set(t) for t in tokens))
-    return [" ".join(t for t in ts if t not in common) or c.info.run_name for ts, c in zip(tokens, children)]
-
-
-def sweep_children(parent_id: str) -> list[Any]:
-    """The runs nested under a sweep's parent, by Hydra job number."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    exp_id = client.get_run(parent_id).info.experiment_id
-    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
-
-
-def sweep_table(children: list[Any]) -> str:
-    """CSV of a sweep's children: name, status, overrides and final metrics."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["job", "run_id", "run_name", "status", "overrides", *SUMMARY_METRICS])
-    for child in children:
-        tags, metrics = child.data.tags, child.data.metrics
-        writer.writerow([tags.get("hydra.job.num", ""), child.info.run_id, child.info.run_name,
-                         child.info.status, tags.get("overrides", ""),
-                         *(metrics.get(m, "") for m in SUMMARY_METRICS)])
-    return out.getvalue()
-
-
-def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
-    """Add metrics (and params not yet set) to a finished run, keeping its status."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    logged = client.get_run(run_id).data.params
-    for key, value in (params or {}).items():
-        if key not in logged:  # MLflow params are write-once; a second k lives in the metric name
-            client.log_param(run_id, key, value)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
-
-
-def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
-    """The logged model of a run (on the CPU) and the run's params."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
-    import mlflow
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    from vaelab.errors import ConfigError
-
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    try:
-        params = mlflow.get_run(run_id).data.params
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
-    except MlflowException as err:
-        raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
-    return model, params

@@ -1,0 +1,55 @@
+"""Reading and amending runs in the MLflow store: experiments, finished runs, logged models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
+    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
+    import mlflow
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+
+def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
+    """Add metrics (and params not yet set) to a finished run, keeping its status."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    logged = client.get_run(run_id).data.params
+    for key, value in (params or {}).items():
+        if key not in logged:  # MLflow params are write-once; a second k lives in the metric name
+            client.log_param(run_id, key, value)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+
+
+def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
+    """The logged model of a run (on the CPU) and the run's params."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    from vaelab.errors import ConfigError
+
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    try:
+        params = mlflow.get_run(run_id).data.params
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+    except MlflowException as err:
+        raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
+    return model, params
+
