@@ -249,5 +249,5 @@ def batches(
     """Shuffled mini-batches of `x` by index slicing; the last one may be smaller."""
     order = torch.randperm(len(x), device=x.device, generator=generator)  # (N,)
     for start in range(0, len(x), batch_size):
-        xb = x[order[start : start + batch_size]]  # (B, 784)
+        xb = x.index_select(0, order[start : start + batch_size])  # (B, 784); 3-4x faster than x[idx] on CPU
         yield torch.bernoulli(xb, generator=generator) if binarize else xb

@@ -42,7 +42,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         optimizer.step()
-        sums += torch.stack(terms).detach() * len(xb)
+        sums.add_(torch.stack(terms).detach(), alpha=len(xb))
         seen += len(xb)
         bar.update(1)
         if step % progress_every == 0:
