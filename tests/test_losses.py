@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vaelab.losses import bernoulli_nll, elbo_terms, gaussian_kl, kl_weight, log_normal_diag, log_normal_std
 
@@ -35,6 +36,36 @@ def test_bce_from_logits_is_finite_where_the_naive_formula_is_not():
     logits, x = torch.tensor([[200.0, -200.0]]), torch.tensor([[0.0, 1.0]])
     nll = bernoulli_nll(logits, x)
     assert torch.isfinite(nll).all() and nll.item() == pytest.approx(400.0)
+
+
+EXTREME_LOGITS = torch.tensor([[100.0, 100.0, -100.0, -100.0, 0.0, 0.0, 30.0, -30.0]])
+EXTREME_PIXELS = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.5]])
+
+
+def test_bernoulli_nll_matches_torch_bce_for_grey_levels():
+    torch.manual_seed(0)
+    logits, x = torch.randn(6, 784) * 5, torch.rand(6, 784)
+    expected = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1)
+    assert torch.allclose(bernoulli_nll(logits, x), expected, rtol=1e-6)
+
+
+def test_bernoulli_nll_matches_torch_distributions_for_binary_pixels():
+    torch.manual_seed(0)
+    logits, x = torch.randn(6, 784) * 5, torch.bernoulli(torch.full((6, 784), 0.3))
+    expected = -torch.distributions.Bernoulli(logits=logits).log_prob(x).sum(dim=1)
+    assert torch.allclose(bernoulli_nll(logits, x), expected, rtol=1e-6)
+
+
+def test_bernoulli_nll_at_extreme_logits_and_pixels_exactly_0_and_1():
+    logits = EXTREME_LOGITS.clone().requires_grad_()
+    per_pixel = [bernoulli_nll(logits[:, i : i + 1], EXTREME_PIXELS[:, i : i + 1]).item() for i in range(8)]
+    # right answers: ~0 (3.7e-44), 100, 100, ~0, log 2, log 2, 30 * 0.5 + log1p(e^-30), the same
+    expected = [0.0, 100.0, 100.0, 0.0, math.log(2), math.log(2), 15.0, 15.0]
+    assert per_pixel == pytest.approx(expected, abs=1e-6)
+    reference = -torch.distributions.Bernoulli(logits=EXTREME_LOGITS[:, :6]).log_prob(EXTREME_PIXELS[:, :6])
+    assert per_pixel[:6] == pytest.approx(reference.flatten().tolist(), abs=1e-6)
+    bernoulli_nll(logits, EXTREME_PIXELS).sum().backward()
+    assert torch.allclose(logits.grad, torch.sigmoid(EXTREME_LOGITS) - EXTREME_PIXELS, atol=1e-7)  # d/dl = sigmoid(l) - x
 
 
 def test_elbo_terms_average_over_the_batch_and_weight_kl_by_beta():
