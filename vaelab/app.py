@@ -88,7 +88,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
     model: VAE = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer)
-    spool = Spool(home() / "checkpoints" / identity)
+    spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
     resume = find_checkpoint(spool, tracker, past) if cfg.trainer.resume else spool.clear()
     print(model_summary(model, cfg.model.input_dim))
     print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")

@@ -99,6 +99,11 @@ class NullTracker:
     def __init__(self, **_: Any) -> None:
         pass
 
+    def scope(self) -> str:
+        """Where runs are looked up, as a short tag: checkpoints kept locally are filed under
+        the config's identity and this, so that two stores never share one."""
+        return "untracked"
+
     def connect(self, identity: str) -> Future:
         """Reach the store and look the identity up; the future's result is a PastRun or None."""
         done: Future = Future()
@@ -161,6 +166,11 @@ class MlflowTracker(NullTracker):
         # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
+
+    def scope(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"{self.uri}\0{self.experiment}".encode()).hexdigest()[:8]
 
     @property
     def offline(self) -> str | None:  # type: ignore[override]
