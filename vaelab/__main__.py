@@ -47,8 +47,12 @@ def task(cfg: DictConfig) -> float:
     try:
         with handle_signals():
             outcome = execute(cfg, context)
-    except Interrupted:
+    except Interrupted as err:
         record.save("KILLED")
+        if under_submitit():  # a pre-empted or requeued SLURM job: end here, leaving no result
+            sys.stdout.flush()  # for submitit to report, so the requeued job resumes the run and
+            sys.stderr.flush()  # the sweep waits for it
+            os._exit(err.exit_code)
         raise
     except Exception as err:
         record.save("FAILED", error=f"{type(err).__name__}: {err}")
@@ -59,6 +63,11 @@ def task(cfg: DictConfig) -> float:
         return math.nan
     record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
     return outcome.test_loss
+
+
+def under_submitit() -> bool:
+    """Whether this job runs as a SLURM job of submitit's (which SLURM may requeue)."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest of the app
