@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from vaelab.services.postgres import PostgresServer
-from vaelab.services.process import Daemon, ServiceError, free_port
+from vaelab.services.process import Daemon, ServiceError, free_port, port_open
 
 START_TIMEOUT_S = 120.0  # the first start on an empty database runs MLflow's schema migrations
 
@@ -44,6 +44,8 @@ class MlflowServer:
         self.stop()
 
     def start(self) -> None:
+        if port_open(self.host, self.port):
+            raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port; make server SERVER_PORT=...)")
         self.artifacts.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri,
                # no job runner: its 7 consumer processes serve GenAI features vaelab does not use
@@ -80,8 +82,7 @@ class MlflowServer:
 def tracking_server(postgres_dir: Path, artifacts: Path, port: int | None = None,
                     host: str = "127.0.0.1") -> Iterator[MlflowServer]:
     """PostgreSQL (data in `postgres_dir`, kept across restarts) and an MLflow server over it
-    (artifacts in `artifacts`); stopped in that order's reverse, whatever happens."""
+    (artifacts in `artifacts`, its log beside them); the server stops first, whatever happens."""
     with PostgresServer(postgres_dir) as postgres, \
-            MlflowServer(postgres.url, artifacts, port=port, host=host,
-                         log=Path(postgres_dir) / "mlflow-server.log") as server:
+            MlflowServer(postgres.url, artifacts, port=port, host=host) as server:
         yield server
