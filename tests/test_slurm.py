@@ -81,11 +81,12 @@ def test_a_requeued_job_resumes_into_the_same_run(cluster, slow_mnist, mlflow_ur
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 0, output[-3000:]
-    assert "Restarts=1" in cluster.command("scontrol", "show", "job", job_id), "the job ran a second time"
+    assert cluster.job(job_id)["Restarts"] == "1", "SLURM ran the job a second time"
 
     parent, children = sweep_runs(mlflow_uri, experiment)
     assert [c.info.run_id for c in children] == [run_id], "the requeued job went on in the same run"
     assert children[0].info.status == "FINISHED" and parent.info.status == "FINISHED"
+    assert children[0].data.tags.get("vaelab.resumed") == "true"
     history = MlflowClient(mlflow_uri).get_metric_history(run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, epochs + 1)), "each epoch logged once"
 

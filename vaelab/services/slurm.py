@@ -143,12 +143,24 @@ class SlurmCluster:
         out = self.command("squeue", "-h", "-o", "%i %T")
         return dict(line.split() for line in out.splitlines() if line.strip())
 
+    def job(self, job_id: str) -> dict[str, str]:
+        """`scontrol show job` as a dict: JobState, Restarts, Reason, ..."""
+        out = self.command("scontrol", "-o", "show", "job", job_id)
+        return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
     def requeue(self, job_id: str, timeout: float = 60) -> None:
         """`scontrol requeue` (what pre-emption does: SIGTERM, SIGKILL after KillWait, back to the
-        queue), then let it start again at once: SLURM holds a requeued job ~2 minutes."""
+        queue), then let it start again at once: SLURM holds a requeued job for ~2 minutes."""
+        restarts = int(self.job(job_id)["Restarts"])
         self.command("scontrol", "requeue", job_id)
-        wait_until(lambda: self.jobs().get(job_id) == "PENDING", timeout, f"job {job_id} was not requeued")
-        self.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+        def back_in_queue() -> bool:  # its first run has ended (no longer COMPLETING)
+            info = self.job(job_id)
+            return int(info["Restarts"]) > restarts and info["JobState"] in ("PENDING", "RUNNING", "COMPLETED")
+
+        wait_until(back_in_queue, timeout, f"job {job_id} was not requeued")
+        if self.job(job_id)["JobState"] == "PENDING":
+            self.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
     def config_text(self) -> str:
         f, user = self.folder, current_user()
