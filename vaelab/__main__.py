@@ -57,6 +57,9 @@ def task(cfg: DictConfig) -> float:
     except Exception as err:
         record.save("FAILED", error=f"{type(err).__name__}: {err}")
         if context.job_num is None:
+            if isinstance(err, VaelabError):  # one line; exiting here spares Hydra's own report
+                print(f"vaelab: error: {err}", file=sys.stderr)
+                sys.exit(2)
             raise
         detail = str(err) if isinstance(err, VaelabError) else traceback.format_exc()
         print(f"vaelab: job {context.job_num} failed: {detail}", file=sys.stderr, flush=True)
