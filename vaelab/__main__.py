@@ -12,15 +12,7 @@ from omegaconf import DictConfig
 
 from vaelab.config import register_configs
 from vaelab.errors import VaelabError
-
-
-def config_dir() -> str:
-    """conf/ inside the installed package (wheel), else the repo's top-level conf/ (checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"vaelab's configs are missing: no config.yaml in {here / 'conf'} or {here.parent / 'conf'}")
+from vaelab.paths import config_dir  # noqa: F401 - also imported from here by tests and tools
 
 
 register_configs()
