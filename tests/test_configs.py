@@ -8,7 +8,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import compose_config
-from vaelab.__main__ import config_dir
+from vaelab.data import raw_dir
+from vaelab.paths import config_dir
 from vaelab.app import build_optimizer, run
 from vaelab.config import validate
 from vaelab.errors import ConfigError
@@ -21,13 +22,20 @@ OPTIONS = sorted(
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "model", "loss", "optimizer", "scheduler", "trainer", "tracking", "experiment"}
+    assert groups == {"data", "model", "likelihood", "loss", "kl", "optimizer", "scheduler", "trainer", "tracking",
+                      "experiment"}
+
+
+def needs(choice: str, mnist_root: Path, npz_path: Path) -> list[str]:
+    """What an option needs beyond the tiny overrides: the user's-files data sets, a path."""
+    return {"data=idx": [f"data.path={raw_dir(mnist_root)}"], "data=npz": [f"data.path={npz_path}"]}.get(choice, [])
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_config_composes_and_trains(group, option, tiny_cfg, tracked_cfg):
+def test_every_config_composes_and_trains(group, option, tiny_cfg, tracked_cfg, mnist_root, npz_path):
     choice = f"{group}={option}"
-    cfg = tracked_cfg(choice) if choice == "tracking=mlflow" else tiny_cfg(choice, "trainer.images_every=0")
+    extra = needs(choice, mnist_root, npz_path)
+    cfg = tracked_cfg(choice) if choice == "tracking=mlflow" else tiny_cfg(choice, *extra, "trainer.images_every=0")
     validate(cfg)
     loss = run(cfg)
     assert torch.isfinite(torch.tensor(loss))
