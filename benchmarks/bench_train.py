@@ -19,12 +19,13 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from vaelab.__main__ import config_dir
+from vaelab.paths import config_dir
 from vaelab.app import build_optimizer, resolve_device
 from vaelab.data import default_root, ensure_mnist, load_mnist
-from vaelab.evaluate import evaluate_elbo
+from vaelab.metrics import evaluate_elbo
 from vaelab.losses import elbo_terms
 from vaelab.models import MLPVAE
+from vaelab.objectives import ELBO
 from vaelab.train import train_epoch
 
 MODELS = {"default 784-256-2": (256, 2), "pytorch_example 784-400-20": (400, 20)}
@@ -83,7 +84,7 @@ class VaelabTrainer:
         with tqdm(disable=True) as bar:
             sync(self.device)
             start = time.perf_counter()
-            train_epoch(self.model, self.optimizer, self.data, BATCH, 1.0, self.generator, bar,
+            train_epoch(self.model, self.optimizer, self.data, BATCH, ELBO(), self.generator, bar,
                         progress_every=10**9, autocast=self.autocast)
             sync(self.device)
         return time.perf_counter() - start
