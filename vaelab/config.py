@@ -7,6 +7,8 @@ anything runs. `validate` adds the range checks that types cannot express; it ra
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -186,6 +188,10 @@ class TrainerConfig:
     images_every: int = 1  # epochs between reconstruction grids (0: only at the end)
     iw_samples: int = 0  # k of the importance-weighted bound at the end (0: skip)
     iw_batch_size: int = 20  # test images per IW batch (each expands to k samples)
+    threads: Optional[int] = None  # torch threads; None: all cores, shared out among parallel jobs
+    checkpoint_every: int = 1  # epochs between checkpoints (0: none); the last epoch always has one
+    resume: bool = True  # a re-run skips a finished config and continues an interrupted one; false: fresh
+    retry_failed: bool = False  # re-run a config that failed for a real error (divergence, exception)
 
 
 @dataclass
@@ -205,6 +211,8 @@ class TrackingConfig:
     run_name: Optional[str] = None  # None: derived from the model and loss, e.g. mlp-h256-z2-b1.0
     parent_run_id: Optional[str] = None  # set by the sweep callback for --multirun jobs
     log_model: bool = True
+    connect_timeout_s: float = 10.0  # an unreachable store is an error after this long, before training
+    patience_s: float = 120.0  # how long a busy or failing store is retried before logging stops
 
 
 @dataclass
@@ -250,6 +258,10 @@ _RULES = (
     ("trainer.images_every", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_samples", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_batch_size", lambda v: v >= 1, ">= 1"),
+    ("trainer.threads", lambda v: v is None or v >= 1, "null or >= 1"),
+    ("trainer.checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("tracking.connect_timeout_s", lambda v: v is None or v > 0, "> 0"),
+    ("tracking.patience_s", lambda v: v is None or v >= 0, ">= 0"),
     ("trainer.precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("probe.steps", lambda v: v >= 0, ">= 0"),
     ("data.limit", lambda v: v is None or v >= 1, "null or >= 1"),
@@ -261,13 +273,28 @@ _OPTION_KEYS = {"model.input_dim", "model.hidden_dim", "model.depth", "model.den
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is out of range."""
+    """Raise ConfigError naming the first key whose value is out of range: any number that is
+    not finite (inf, nan), then the rules above."""
+    for key, value in _numbers(OmegaConf.to_container(cfg, resolve=True)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     for key, ok, expected in _RULES:
         if key in _OPTION_KEYS and OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             continue  # a key of some options only (model.hidden_dim is not conv's): its schema decides
         value = _select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def _numbers(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in a config tree, with its dotted key."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, float):
+            yield name, value
+        else:
+            yield from _numbers(value, f"{name}.")
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
