@@ -184,3 +184,11 @@ def test_idx_files_of_the_user_with_labels_optional(tmp_path):
     (raw / "t10k-labels-idx1-ubyte").unlink()
     data = IdxFiles(path=str(raw)).load(torch.device("cpu"))
     assert data.image_shape == (1, 28, 28) and len(data.train) == 30 and data.test.y is None and not data.labelled
+
+
+def test_the_mnist_config_verifies_the_official_md5_sums():
+    from omegaconf import OmegaConf
+
+    from vaelab.paths import config_dir
+
+    assert dict(OmegaConf.load(Path(config_dir()) / "data" / "mnist.yaml").md5) == MNIST_MD5
