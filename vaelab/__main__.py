@@ -49,12 +49,27 @@ def task(cfg: DictConfig) -> float:
     except Exception as err:
         record.save("FAILED", error=f"{type(err).__name__}: {err}")
         if context.job_num is None:
+            if isinstance(err, VaelabError):  # one line; exiting here spares Hydra's own report
+                print(f"vaelab: error: {err}", file=sys.stderr)
+                sys.exit(2)
             raise
         detail = str(err) if isinstance(err, VaelabError) else traceback.format_exc()
         print(f"vaelab: job {context.job_num} failed: {detail}", file=sys.stderr, flush=True)
+        if sweeper_counts_failures():  # Optuna records an exception as a failed trial, not NaN
+            raise JobFailed(f"job {context.job_num} failed: {type(err).__name__}") from None
         return math.nan
     record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
     return outcome.test_loss
+
+
+class JobFailed(Exception):
+    """A sweep job failed (already reported); raised only for sweepers that record failed trials."""
+
+
+def sweeper_counts_failures() -> bool:
+    """Whether the sweeper tells failed trials apart (Optuna): it gets an exception; the others
+    (Hydra's basic sweeper) would stop the sweep on one, and get NaN instead."""
+    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
 
 
 def under_submitit() -> bool:

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import threading
+from concurrent import futures
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,11 +62,11 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     validate(cfg)
     started = time.perf_counter()
     identity = config_identity(cfg)
+    device = resolve_device(cfg.trainer.device)
     tracker: NullTracker = instantiate(cfg.tracking)
     lookup = tracker.connect(identity)  # reaching the store overlaps reading the data
     set_threads(cfg.trainer.threads, context)
     torch.manual_seed(cfg.trainer.seed)
-    device = resolve_device(cfg.trainer.device)
     warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
     warm.start()  # torch.optim imports it on construction (~1.2 s); overlap that with reading the data
     try:
@@ -75,7 +76,11 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
             return skip(plan.past)
         return train_and_track(cfg, context, identity, tracker, plan.past, data, device, started)
     finally:
-        warm.join()  # a thread still importing at interpreter exit aborts the process (exit 134)
+        # Helper threads must be idle before an error ends the process: one still importing
+        # (torch._dynamo here, mlflow on the tracker's thread) at interpreter exit aborts it
+        # with SIGABRT (exit 134) instead of the error's own exit code.
+        warm.join()
+        futures.wait([lookup])
 
 
 def skip(past: PastRun) -> Outcome:

@@ -103,6 +103,7 @@ class SweepParentRun(Callback):
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # tracking keys may interpolate ${hydra:...}
+        tolerate_failed_trials(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         _Outcome.failed = False
         _Outcome.active.append(self)
@@ -164,6 +165,19 @@ class SweepParentRun(Callback):
             print(f"vaelab: the sweep summary could not be logged: {err}", file=sys.stderr)
         finally:
             client.set_terminated(parent_id, status=status)
+
+
+def tolerate_failed_trials(config: DictConfig) -> None:
+    """Optuna ends a study at its first failed trial unless `max_failure_rate` allows failures;
+    in a search, diverging trials are normal, so vaelab allows them all unless the user set it.
+    (The sweeper is built from this very config right after `on_multirun_start`.)"""
+    from omegaconf import open_dict, read_write
+
+    sweeper = config.hydra.sweeper
+    user_set = any("max_failure_rate" in o for o in config.hydra.overrides.hydra)
+    if "max_failure_rate" in sweeper and not user_set:
+        with read_write(sweeper), open_dict(sweeper):
+            sweeper.max_failure_rate = 1.0
 
 
 def job_table(records: list[JobRecord], parent_id: str | None) -> str:
