@@ -78,3 +78,29 @@ def test_iwae_refuses_schedules_that_are_not_a_weight():
         IWAE(Capacity(**KW))
     with pytest.raises(ConfigError, match="loss.k must be >= 1"):
         IWAE(k=0)
+
+
+def test_a_resumed_run_reproduces_a_cyclical_schedule_bit_for_bit(mnist_root):
+    """The schedule is a function of the global step, so resuming after epoch 1 changes nothing."""
+    from vaelab.data import load_mnist, raw_dir
+    from vaelab.kl_schedules import Cyclical
+    from vaelab.train import fit
+
+    data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
+
+    def train(epochs, resume=None, kept=None):
+        torch.manual_seed(0)
+        model = MLPVAE(hidden_dim=16, latent_dim=2)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        objective = ELBO(Cyclical(cycles=3, ratio=0.5, steps_per_epoch=7, total_steps=21))
+        save = (lambda s: kept.update({s.epoch: s.state_dict(run_id="r", identity="i")})) if kept is not None else None
+        return fit(model, opt, data, epochs=epochs, batch_size=32, eval_batch_size=100, objective=objective, seed=1,
+                   progress=False, resume=resume, on_checkpoint=save)
+
+    whole = train(3)
+    kept: dict = {}
+    train(1, kept=kept)
+    resumed = train(3, resume=kept[1])
+    assert {k: v for k, v in resumed.items() if not k.startswith("time/")} == \
+        {k: v for k, v in whole.items() if not k.startswith("time/")}
+    assert whole["beta"] == 1.0
