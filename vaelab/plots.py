@@ -15,7 +15,7 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 2,
     """Tile flat images (N, C*H*W) in [0, 1] into one uint8 picture, `ncol` per row (more than
     one channel: their grey mean)."""
     h, w = shape[-2:]
-    imgs = images.detach().float().cpu().clamp(0, 1).reshape(-1, *shape).reshape(len(images), -1, h, w).mean(1).numpy()
+    imgs = images.detach().float().cpu().clamp(0, 1).reshape(len(images), -1, h, w).mean(1).numpy()  # (N, H, W)
     nrow = -(-len(imgs) // ncol)
     canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(imgs):
@@ -38,6 +38,7 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | No
     """Test-set latent means coloured by label (one colour without labels); more than 2
     dimensions are projected by PCA."""
     z = z.detach().float().cpu()
+    legend = labels is not None
     labels = np.zeros(len(z), dtype=int) if labels is None else labels.cpu().numpy()
     dims = z.shape[1]
     if dims > 2:
@@ -53,7 +54,8 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | No
     for digit in np.unique(labels):
         sel = labels == digit
         ax.scatter(points[sel, 0], points[sel, 1], s=2, color=cmap(int(digit) % 10), label=str(digit))
-    ax.legend(title="label", markerscale=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if legend:
+        ax.legend(title="label", markerscale=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set(title=title or default, xlabel=xlabel, ylabel=ylabel)
     fig.tight_layout()
     return fig
