@@ -14,8 +14,7 @@ import tempfile
 from pathlib import Path
 
 from vaelab.services.process import (
-    Service,
-    Daemon, ServiceError, as_user, chown_to, current_user, free_port, is_root, run_checked,
+    Daemon, Service, ServiceError, as_user, chown_to, current_user, free_port, is_root, run_checked,
 )
 
 SERVICE_USER = "postgres"  # who runs PostgreSQL when we are root

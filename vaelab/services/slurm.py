@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 
 from vaelab.services.process import (
-    Service,
-    Daemon, ServiceError, chown_to, current_user, free_port, is_root, log_tail, run_checked, wait_until,
+    Daemon, Service, ServiceError, chown_to, current_user, free_port, is_root, log_tail, run_checked, wait_until,
 )
 
 MUNGE_USER = "munge"  # who runs munged when we are root
