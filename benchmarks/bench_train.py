@@ -30,14 +30,14 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from vaelab.__main__ import config_dir
-from vaelab.app import build_optimizer, resolve_device
+from vaelab.paths import config_dir
+from vaelab.config import register_configs
+from vaelab.app import build_model, build_objective, build_optimizer, resolve_device
 from vaelab.data import default_root, ensure_mnist, load_mnist
-from vaelab.evaluate import evaluate_elbo
+from vaelab.metrics import evaluate_elbo
 from vaelab.losses import elbo_terms
 from vaelab.train import train_epoch
 
@@ -89,6 +89,7 @@ class VaelabTrainer:
     def __init__(self, model, cfg: DictConfig, data, device, autocast):
         self.model, self.data, self.autocast = model, data, autocast
         self.optimizer = build_optimizer(cfg.optimizer, model)
+        self.objective = build_objective(cfg, data)
         self.batch = cfg.trainer.batch_size
         self.generator = torch.Generator(device=device).manual_seed(0)
         self.device = device
@@ -97,7 +98,7 @@ class VaelabTrainer:
         with tqdm(disable=True) as bar:
             sync(self.device)
             start = clock()
-            train_epoch(self.model, self.optimizer, self.data, self.batch, 1.0, self.generator, bar,
+            train_epoch(self.model, self.optimizer, self.data, self.batch, self.objective, self.generator, bar,
                         progress_every=10**9, autocast=self.autocast)
             sync(self.device)
         return clock() - start
@@ -117,10 +118,10 @@ class DataLoaderBaseline:
     """The common way, as in pytorch/examples' VAE: torchvision MNIST + ToTensor + DataLoader,
     default Adam, a host sync (loss.item()) every step; the preset's model and batch size."""
 
-    def __init__(self, cfg: DictConfig, root: Path, device):
+    def __init__(self, cfg: DictConfig, data, root: Path, device):
         from torchvision import datasets, transforms
 
-        self.model = instantiate(cfg.model).to(device)
+        self.model = build_model(cfg, data).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         train = datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
         self.loader = torch.utils.data.DataLoader(train, batch_size=cfg.trainer.batch_size, shuffle=True)
@@ -144,6 +145,7 @@ class DataLoaderBaseline:
 
 def preset_config(preset: str) -> DictConfig:
     """The config `vaelab experiment=<preset>` composes (`default`: no experiment)."""
+    register_configs()  # the schemas the defaults lists name
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose("config", overrides=[] if preset == "default" else [f"experiment={preset}"])
 
@@ -206,12 +208,12 @@ def main() -> None:
     for preset in args.presets:
         cfg = preset_config(preset)
         torch.manual_seed(0)
-        model = instantiate(cfg.model).to(device)
+        model = build_model(cfg, data).to(device)
         batch = cfg.trainer.batch_size
         shapes = gemm_shapes(model, batch)
         steps = -(-len(data.train) // batch)
         ours = VaelabTrainer(model, cfg, data, device, autocast)
-        base = DataLoaderBaseline(cfg, root, device) if args.baseline_rounds else None
+        base = DataLoaderBaseline(cfg, data, root, device) if args.baseline_rounds else None
         ours.epoch()  # warm-up
         epochs, ceilings, ratios, base_epochs, rounds_with_base = [], [], [], [], []
         for r in range(args.rounds):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from vaelab.__main__ import config_dir
+from vaelab.config import register_configs
+from vaelab.paths import config_dir
 from vaelab.data import raw_dir, write_idx_images, write_idx_labels
 
 N_TRAIN, N_TEST = 200, 60
+register_configs()  # the schemas the configs' defaults lists name
 
 
 def write_fake_mnist(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = 0) -> dict[str, str]:
@@ -36,6 +39,29 @@ def write_fake_mnist(root: Path, n_train: int = N_TRAIN, n_test: int = N_TEST, s
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir())}
 
 
+def write_fake_gz(root: Path, folder: str, seed: int = 1) -> dict[str, str]:
+    """Fixture files as torchvision leaves them for Fashion-MNIST and KMNIST: only the four .gz
+    archives in <root>/<folder>/raw; returns their md5 sums."""
+    tmp = root / f".{folder}-plain"
+    write_fake_mnist(tmp, seed=seed)
+    raw = raw_dir(root, folder)
+    raw.mkdir(parents=True, exist_ok=True)
+    for plain in raw_dir(tmp).iterdir():
+        (raw / f"{plain.name}.gz").write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(raw.iterdir())}
+
+
+def write_fake_npz(path: Path, labels: bool = True, shape: tuple[int, ...] = (1, 28, 28)) -> Path:
+    """A user's .npz: uint8 x_train (80, *shape), x_test (20, *shape), labels optional."""
+    rng = np.random.default_rng(2)
+    arrays = {"x_train": rng.integers(0, 256, (80, *shape), dtype=np.uint8),
+              "x_test": rng.integers(0, 256, (20, *shape), dtype=np.uint8)}
+    if labels:
+        arrays |= {"y_train": np.arange(80) % 10, "y_test": np.arange(20) % 10}
+    np.savez(path, **arrays)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def vaelab_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Everything vaelab writes by default (store, Hydra folders, checkpoints) goes to a temporary
@@ -48,9 +74,17 @@ def vaelab_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fixture MNIST, Fashion-MNIST and KMNIST (as .gz) under one root, as torchvision lays them out."""
     root = tmp_path_factory.mktemp("mnist")
     write_fake_mnist(root)
+    for folder in ("FashionMNIST", "KMNIST"):
+        write_fake_gz(root, folder)
     return root
+
+
+@pytest.fixture(scope="session")
+def npz_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_npz(tmp_path_factory.mktemp("npz") / "images.npz")
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +93,14 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+LOCAL_DATA = ("data=idx", "data=npz")  # a user's files: data.path instead of data.root
+
+
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
     """Overrides that make any config run in a second on the fixture data."""
+    local = any(e in LOCAL_DATA for e in extra)
     return [
-        f"data.root={root}",
-        "data.verify=false",
+        *([] if local else [f"data.root={root}", "data.verify=false"]),
         "trainer.epochs=1",
         "trainer.batch_size=32",
         "trainer.progress=false",

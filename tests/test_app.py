@@ -43,6 +43,29 @@ def test_a_tracked_run_logs_params_metrics_images_and_the_model(tracked_cfg, mni
     assert out.logits.shape == (3, 784) and out.mu.shape == (3, 2)
 
 
+def test_a_run_logs_the_probe_the_schedule_and_pictures_for_other_likelihoods(tracked_cfg):
+    cfg = tracked_cfg("likelihood=continuous_bernoulli", "kl=capacity", "kl.fraction=1", "trainer.epochs=2",
+                     "tracking.log_model=false")
+    app.run(cfg)
+    run = only_run(cfg)
+    client = MlflowClient()
+    assert 0 <= run.data.metrics["test/probe_acc"] <= 1
+    capacity = [m.value for m in client.get_metric_history(run.info.run_id, "kl_capacity")]
+    assert capacity == pytest.approx([12.5, 25.0])  # c_max over the whole run, logged per epoch
+    assert any("samples" in f.path for f in client.list_artifacts(run.info.run_id, "images"))
+
+
+def test_an_unlabelled_data_set_trains_without_probe(tracked_cfg, npz_path, tmp_path):
+    from tests.conftest import write_fake_npz
+
+    path = write_fake_npz(tmp_path / "plain.npz", labels=False)
+    cfg = tracked_cfg("data=npz", f"data.path={path}", "tracking.log_model=false")
+    app.run(cfg)
+    run = only_run(cfg)
+    assert "test/probe_acc" not in run.data.metrics and "test/loss" in run.data.metrics
+    assert "images/latent_scatter.png" in {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")}
+
+
 def test_the_same_seed_gives_identical_metrics(tiny_cfg):
     first = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))
     second = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))
@@ -110,7 +133,7 @@ def test_probe_picks_one_image_per_digit_twice(mnist_root):
 def test_iw_evaluation_of_a_finished_run_is_logged_back_to_it(tracked_cfg, mnist_root, mlflow_uri):
     from hydra import compose, initialize_config_dir
 
-    from vaelab.__main__ import config_dir
+    from vaelab.paths import config_dir
     from vaelab.evaluate import evaluate_run
 
     cfg = tracked_cfg("data.binarize=dynamic", "data.test_limit=20", "trainer.images_every=0")
@@ -147,5 +170,5 @@ def test_an_unreachable_tracking_store_is_a_clear_error(tiny_cfg, tmp_path):
     (tmp_path / "blocker").write_text("a file where the store's folder should be")
     cfg = tiny_cfg("tracking=mlflow", f"tracking.uri=sqlite:///{tmp_path}/blocker/mlflow.db",
                    f"tracking.artifact_location={tmp_path}/a", "trainer.epochs=2")
-    with pytest.raises(TrackingError, match="MLflow logging failed"):
+    with pytest.raises(TrackingError, match="cannot be reached or written"):
         app.run(cfg)

@@ -15,6 +15,7 @@ from vaelab.checkpoint import TrainingState
 from vaelab.data import load_mnist, raw_dir
 from vaelab.errors import CheckpointError, ConfigError, PreviousFailure
 from vaelab.models import MLPVAE
+from vaelab.objectives import ELBO
 from vaelab.signals import Interrupted, deferred, handle_signals
 from vaelab.tracking import PastRun
 from vaelab.train import fit
@@ -36,7 +37,7 @@ def train(data, epochs: int, resume=None, keep=None):
         kept[state.epoch] = state.state_dict(run_id="r", identity="i")
 
     metrics = fit(model, optimizer, data, scheduler=scheduler, epochs=epochs, batch_size=32, eval_batch_size=100,
-                  beta=1.0, warmup_epochs=0, seed=3, progress=False, resume=resume, on_checkpoint=on_checkpoint)
+                  objective=ELBO(), seed=3, progress=False, resume=resume, on_checkpoint=on_checkpoint)
     if keep is not None:
         keep.update(kept)
     return metrics, model

@@ -28,8 +28,12 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
     out = vaelab("--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "vaelab: train a Variational Autoencoder" in out.stdout
-    for line in ("model: mlp, mlp_deep_tanh, mlp_large", "experiment: iwae_burda, keras_seed, pytorch_example",
-                 "optimizer: adam, adamw, rmsprop, sgd", "loss: beta_vae, elbo, elbo_warmup"):
+    for line in ("model: conv, mlp, mlp_deep_tanh, mlp_large",
+                 "experiment: iwae_burda, keras_conv, keras_seed, pytorch_example",
+                 "optimizer: adam, adamw, rmsprop, sgd", "loss: beta_vae, elbo, elbo_warmup, iwae",
+                 "likelihood: bernoulli, continuous_bernoulli, gaussian, gaussian_learned",
+                 "kl: capacity, constant, cyclical, free_bits, warmup",
+                 "data: fashion_mnist, idx, kmnist, mnist, mnist_binarized, npz"):
         assert line in out.stdout
 
 

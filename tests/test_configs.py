@@ -1,5 +1,6 @@
 """Every selectable config composes and trains; bad configs fail before anything runs."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from tests.conftest import compose_config
-from vaelab.__main__ import config_dir
+from vaelab.data import raw_dir
+from vaelab.paths import config_dir
 from vaelab.app import build_optimizer, run
 from vaelab.config import validate
 from vaelab.errors import ConfigError
@@ -21,13 +23,20 @@ OPTIONS = sorted(
 
 def test_every_group_has_options():
     groups = {g for g, _ in OPTIONS}
-    assert groups == {"data", "model", "loss", "optimizer", "scheduler", "trainer", "tracking", "experiment"}
+    assert groups == {"data", "model", "likelihood", "loss", "kl", "optimizer", "scheduler", "trainer", "tracking",
+                      "experiment"}
+
+
+def needs(choice: str, mnist_root: Path, npz_path: Path) -> list[str]:
+    """What an option needs beyond the tiny overrides: the user's-files data sets, a path."""
+    return {"data=idx": [f"data.path={raw_dir(mnist_root)}"], "data=npz": [f"data.path={npz_path}"]}.get(choice, [])
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_every_config_composes_and_trains(group, option, tiny_cfg, tracked_cfg):
+def test_every_config_composes_and_trains(group, option, tiny_cfg, tracked_cfg, mnist_root, npz_path):
     choice = f"{group}={option}"
-    cfg = tracked_cfg(choice) if choice == "tracking=mlflow" else tiny_cfg(choice, "trainer.images_every=0")
+    extra = needs(choice, mnist_root, npz_path)
+    cfg = tracked_cfg(choice) if choice == "tracking=mlflow" else tiny_cfg(choice, *extra, "trainer.images_every=0")
     validate(cfg)
     loss = run(cfg)
     assert torch.isfinite(torch.tensor(loss))
@@ -115,3 +124,34 @@ def test_iwae_burda_replica():
     assert opt.defaults["eps"] == 1e-4 and cfg.trainer.batch_size == 20
     assert (cfg.model.hidden_dim, cfg.model.depth, cfg.model.latent_dim, cfg.model.activation) == (200, 2, 50, "torch.nn.Tanh")
     assert cfg.data.binarize == "dynamic" and cfg.trainer.iw_samples == 5000
+
+
+def test_a_new_data_set_is_one_yaml_file(tmp_path, npz_path):
+    """The README's example: a user's .npz, named once in conf/data/."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "my_digits.yaml").write_text(f"defaults: [npz]\npath: {npz_path}\nshape: [1, 28, 28]\n")
+    cfg = compose_config("data=my_digits", f"hydra.searchpath=[file://{tmp_path}]", "trainer.epochs=1",
+                         "trainer.progress=false", "tracking=none", "trainer.images_every=0")
+    assert cfg.data._target_ == "vaelab.data.NpzFile" and cfg.data.path == str(npz_path)
+    assert math.isfinite(run(cfg))
+
+
+def test_elbo_warmup_is_elbo_with_kl_warmup():
+    cfg = compose_config("loss=elbo_warmup")
+    assert cfg.loss._target_ == "vaelab.objectives.ELBO" and cfg.kl._target_ == "vaelab.kl_schedules.Warmup"
+    assert cfg.kl.epochs == 10 and cfg.loss.beta == 1.0
+
+
+def test_keras_conv_replica():
+    cfg = compose_config("experiment=keras_conv")
+    assert cfg.model._target_ == "vaelab.models.ConvVAE"
+    assert (list(cfg.model.channels), list(cfg.model.kernels), list(cfg.model.strides)) == ([32, 64], [3, 3], [2, 2])
+    assert (cfg.model.dense_dim, cfg.model.latent_dim, cfg.trainer.batch_size, cfg.trainer.epochs) == (16, 2, 128, 30)
+    opt = build_optimizer(cfg.optimizer, torch.nn.Linear(2, 2))
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["eps"] == 1e-7
+
+
+@pytest.mark.parametrize("override", ["model=conv model.hidden_dim=3", "kl=cyclical kl.c_max=3", "likelihood=bernoulli likelihood.sigma=1"])
+def test_keys_of_another_option_fail_at_composition(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        compose_config(*override.split())

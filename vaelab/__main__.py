@@ -20,16 +20,8 @@ from omegaconf import DictConfig
 
 from vaelab.config import register_configs
 from vaelab.errors import VaelabError
+from vaelab.paths import config_dir  # noqa: F401 - also imported from here by tests and tools
 from vaelab.signals import Interrupted, forward_to_children, handle_signals
-
-
-def config_dir() -> str:
-    """conf/ inside the installed package (wheel), else the repo's top-level conf/ (checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"vaelab's configs are missing: no config.yaml in {here / 'conf'} or {here.parent / 'conf'}")
 
 
 register_configs()

@@ -24,12 +24,14 @@ from torch.optim.lr_scheduler import LRScheduler
 from vaelab.checkpoint import TrainingState
 from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
-from vaelab.config import MNIST_MD5, validate
-from vaelab.data import Dataset, default_root, ensure_mnist, load_mnist
+from vaelab.config import validate
+from vaelab.data import Dataset
 from vaelab.errors import ConfigError, PreviousFailure
 from vaelab.identity import config_identity
-from vaelab.evaluate import active_units, decode, encode_means, iw_nll, reconstruct
+from vaelab.linear_probe import probe_accuracy
+from vaelab.metrics import active_units, decode, encode_means, iw_nll, reconstruct
 from vaelab.models import VAE
+from vaelab.objectives import ELBO
 from vaelab.summary import model_summary
 from vaelab.paths import home
 from vaelab.signals import deferred
@@ -94,12 +96,13 @@ def skip(past: PastRun) -> Outcome:
 
 def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker,
                     past: PastRun | None, data: Dataset, device: torch.device, started: float) -> Outcome:
-    model: VAE = instantiate(cfg.model).to(device)
+    model = build_model(cfg, data).to(device)
+    objective = build_objective(cfg, data)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer)
     spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
     resume = find_checkpoint(spool, tracker, past) if cfg.trainer.resume else spool.clear()
-    print(model_summary(model, cfg.model.input_dim))
+    print(model_summary(model, data.dim))
     print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
     if resume is not None:
         print(f"resuming {f'run {past.run_id}' if past else 'an interrupted run'} after epoch {resume['epoch']}",
@@ -112,8 +115,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
         metrics = fit(
             model, optimizer, data, scheduler=scheduler,
             epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-            eval_batch_size=cfg.trainer.eval_batch_size, beta=cfg.loss.beta,
-            warmup_epochs=cfg.loss.warmup_epochs, seed=cfg.trainer.seed,
+            eval_batch_size=cfg.trainer.eval_batch_size, objective=objective, seed=cfg.trainer.seed,
             progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
             autocast=AUTOCAST[cfg.trainer.precision], resume=resume, on_epoch_end=report,
             on_checkpoint=partial(spool.save, tracker=tracker, every=cfg.trainer.checkpoint_every,
@@ -247,10 +249,34 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_data(data_cfg: DictConfig, device: torch.device) -> Dataset:
-    root = data_cfg.root or default_root()
-    raw = ensure_mnist(root, checksums=MNIST_MD5 if data_cfg.verify else None)
-    print(f"data: MNIST from {raw}" + (" (md5 verified)" if data_cfg.verify else " (md5 check off)"))
-    return load_mnist(raw, device, data_cfg.limit, data_cfg.test_limit, data_cfg.binarize, data_cfg.binarize_seed)
+    """The configured source (`data._target_`) loaded onto `device`."""
+    data = build("data", data_cfg).load(device)
+    print(f"data: {data.description}")
+    return data
+
+
+def build_model(cfg: DictConfig, data: Dataset) -> VAE:
+    """The configured model around the configured likelihood, sized by the data's image shape."""
+    likelihood = build("likelihood", cfg.likelihood, dim=data.dim)
+    return build("model", cfg.model, image_shape=list(data.image_shape), likelihood=likelihood)
+
+
+def build_objective(cfg: DictConfig, data: Dataset) -> ELBO:
+    """The objective (`loss`) with its KL schedule (`kl`), which knows the run's length in steps."""
+    steps = math.ceil(len(data.train) / cfg.trainer.batch_size)
+    kl = build("kl", cfg.kl, steps_per_epoch=steps, total_steps=steps * cfg.trainer.epochs)
+    return build("loss", cfg.loss, kl=kl)
+
+
+def build(group: str, node: DictConfig, **kwargs: object):  # noqa: ANN201 - whatever _target_ names
+    """Instantiate `node._target_` with its keys and `kwargs`; a failure is a one-line ConfigError."""
+    try:
+        return instantiate(node, _partial_=True)(**kwargs)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a bad config gets one line, not a traceback
+        cause = err.__cause__ or err
+        raise ConfigError(f"{group} {node.get('_target_')} could not be built: {cause}") from None
 
 
 def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -274,18 +300,22 @@ def _build(group: str, factory_cfg: DictConfig, arg: object):  # noqa: ANN202
 class Probe:
     """Fixed inputs for the pictures: one test image per digit (x2) and fixed sample latents."""
 
-    def __init__(self, originals: torch.Tensor, z_samples: torch.Tensor):
+    def __init__(self, originals: torch.Tensor, z_samples: torch.Tensor, image_shape: tuple[int, ...] = (1, 28, 28)):
         self.originals = originals  # (20, D)
         self.z_samples = z_samples  # (64, latent_dim)
+        self.image_shape = image_shape  # (C, H, W) of one image, for the pictures
 
     @classmethod
     def from_data(cls, data: Dataset, latent_dim: int, seed: int) -> Probe:
         x, y = data.test.x, data.test.y
-        where = [(y == d).nonzero().flatten().tolist() for d in range(10)]
-        picks = [w[0] for w in where if w] + [w[1] for w in where if len(w) > 1]  # 0-9, then 0-9
+        if y is None:  # no labels: the first 20 test images
+            picks = list(range(min(20, len(x))))
+        else:
+            where = [(y == d).nonzero().flatten().tolist() for d in range(10)]
+            picks = [w[0] for w in where if w] + [w[1] for w in where if len(w) > 1]  # 0-9, then 0-9
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(SAMPLE_GRID, latent_dim, generator=gen).to(x.device)
-        return cls(x[picks], z)
+        return cls(x[picks], z, data.image_shape)
 
 
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
@@ -297,8 +327,9 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
     if tracker.enabled and (last or (every and epoch % every == 0)):
         from vaelab.plots import image_grid, reconstruction_grid
 
-        tracker.log_image("reconstructions", reconstruction_grid(probe.originals, reconstruct(model, probe.originals)), epoch)
-        tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8), epoch)
+        shape = probe.image_shape
+        tracker.log_image("reconstructions", reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
+        tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
@@ -327,12 +358,16 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
         tracker.log_params({"iw.k": cfg.trainer.iw_samples})
         final["test/iw_nll"] = iw_nll(model, data.test.x, cfg.trainer.iw_samples, cfg.trainer.iw_batch_size,
                                       progress=cfg.trainer.progress)
+    if data.labelled and cfg.probe.steps:
+        train_mu, _ = encode_means(model, data.train.x, cfg.trainer.eval_batch_size)
+        final["test/probe_acc"] = probe_accuracy(train_mu, data.train.y, mu, data.test.y, cfg.probe.steps,
+                                                 cfg.probe.l2, seed=cfg.trainer.seed)
     tracker.log_metrics(final, step=cfg.trainer.epochs)
     if tracker.enabled:
         from vaelab.plots import latent_scatter, manifold_figure, manifold_latents
 
         tracker.log_figure(latent_scatter(mu, data.test.y), "latent_scatter")
         if cfg.model.latent_dim == 2:
-            tracker.log_figure(manifold_figure(decode(model, manifold_latents().to(mu.device))), "manifold")
+            tracker.log_figure(manifold_figure(decode(model, manifold_latents().to(mu.device)), shape=probe.image_shape), "manifold")
         tracker.log_model(model, data.test.x[:1].cpu().numpy())
     return "".join(f"; {k} {v:.2f}" for k, v in final.items())

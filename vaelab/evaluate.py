@@ -1,104 +1,18 @@
-"""Evaluation: test ELBO, latent statistics, the importance-weighted log-likelihood bound."""
+"""`python -m vaelab.evaluate run_id=<id> [k=5000]`: the IW bound of a finished run, logged back.
+
+An entry point like `__main__`: it imports the library, nothing in the library imports it.
+"""
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
-from vaelab.losses import (
-    bernoulli_nll,
-    elbo_terms,
-    gaussian_kl_per_dim,
-    log_normal_diag,
-    log_normal_std,
-)
 from vaelab.errors import VaelabError
-from vaelab.models import VAE, autocast_forward
-
-
-@torch.inference_mode()
-def evaluate_elbo(
-    model: VAE, x: torch.Tensor, batch_size: int = 2000, autocast: torch.dtype | None = None
-) -> dict[str, float]:
-    """Negative ELBO (beta = 1) and its terms on `x`, in nats per image, one z sample each."""
-    model.eval()
-    sums = torch.zeros(3, device=x.device)
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]  # (B, D)
-        out = autocast_forward(model, xb, autocast)
-        sums += torch.stack(elbo_terms(out.logits, xb, out.mu, out.logvar, beta=1.0)) * len(xb)
-    loss, recon, kl = (sums / len(x)).tolist()
-    return {"loss": loss, "recon": recon, "kl": kl}
-
-
-@torch.inference_mode()
-def encode_means(model: VAE, x: torch.Tensor, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and log-variances of q(z|x), each (N, latent_dim)."""
-    model.eval()
-    parts = [model.encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
-@torch.inference_mode()
-def reconstruct(model: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Mean reconstructions through z = mu, as pixel probabilities (B, D)."""
-    model.eval()
-    mu, _ = model.encoder(x)
-    return torch.sigmoid(model.decoder(mu))
-
-
-@torch.inference_mode()
-def decode(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """Pixel probabilities of p(x|z) for given latents (B, D)."""
-    model.eval()
-    return torch.sigmoid(model.decoder(z))
-
-
-def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """Mean KL of each latent dimension over the data set, (latent_dim,)."""
-    return gaussian_kl_per_dim(mu, logvar).mean(dim=0)
-
-
-def active_units(mu: torch.Tensor, logvar: torch.Tensor, threshold: float = 0.01) -> int:
-    """Dimensions that carry information: mean KL above `threshold` nats."""
-    return int((kl_per_dimension(mu, logvar) > threshold).sum())
-
-
-@torch.inference_mode()
-def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int, chunk: int = 500) -> torch.Tensor:
-    """Importance-weighted bound log p(x) >= log mean_k p(x, z_k) / q(z_k|x), (B,).
-
-    Burda et al. 2015, eq. 8; k = 1 is the ELBO, and the bound tightens as k grows. The k samples
-    are drawn `chunk` at a time and merged with a running logsumexp, so memory is independent of k.
-    """
-    model.eval()
-    mu, logvar = model.encoder(x)  # (B, L) each
-    running = torch.full((len(x),), -math.inf, device=x.device)
-    for start in range(0, k, chunk):
-        n = min(chunk, k - start)
-        eps = torch.randn((n, *mu.shape), device=x.device)  # (n, B, L)
-        z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, L)
-        logits = model.decoder(z.reshape(-1, mu.shape[-1])).reshape(n, len(x), -1)  # (n, B, D)
-        log_px_z = -bernoulli_nll(logits, x.expand(n, -1, -1))  # (n, B)
-        log_w = log_px_z + log_normal_std(z) - log_normal_diag(z, mu, logvar)  # (n, B)
-        running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
-    return running - math.log(k)
-
-
-def iw_nll(
-    model: VAE, x: torch.Tensor, k: int, batch_size: int = 20, chunk: int = 500, progress: bool = False
-) -> float:
-    """Mean importance-weighted negative log-likelihood over `x`, nats per image."""
-    total = 0.0
-    starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"IW bound, k={k}", disable=not progress, leave=False):
-        total -= iw_log_likelihood(model, x[start : start + batch_size], k, chunk).sum().item()
-    return total / len(x)
+from vaelab.metrics import iw_nll
 
 
 def evaluate_run(cfg: DictConfig) -> float:
@@ -108,6 +22,10 @@ def evaluate_run(cfg: DictConfig) -> float:
 
     device = resolve_device(cfg.device)
     model, params = load_run(cfg.tracking.uri, cfg.run_id)
+    if not hasattr(model, "likelihood"):  # a model logged before likelihoods were a choice
+        from vaelab.likelihoods import Bernoulli
+
+        model.likelihood = Bernoulli()
     data = prepare_data(as_the_run_saw_it(cfg.data, params), device)
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
@@ -133,7 +51,10 @@ def main() -> None:
     """`python -m vaelab.evaluate run_id=<id> [k=5000] [batch_size=20]`."""
     import hydra
 
-    from vaelab.__main__ import config_dir
+    from vaelab.config import register_configs
+    from vaelab.paths import config_dir
+
+    register_configs()
 
     def task(cfg: DictConfig) -> float:
         try:

@@ -43,13 +43,6 @@ def elbo_terms(
     return ELBOTerms(recon + beta * kl, recon, kl)
 
 
-def kl_weight(epoch: int, beta: float, warmup_epochs: int = 0) -> float:
-    """Beta for a 1-based epoch: a linear ramp beta/warmup, 2*beta/warmup, ... then beta."""
-    if warmup_epochs <= 0:
-        return beta
-    return beta * min(1.0, epoch / warmup_epochs)
-
-
 def log_normal_std(z: torch.Tensor) -> torch.Tensor:
     """log N(z | 0, I) summed over the last dimension."""
     return -0.5 * (z.pow(2) + torch.log(torch.tensor(2 * torch.pi, device=z.device))).sum(dim=-1)

@@ -27,3 +27,12 @@ def register_resolver() -> None:
 
     if not OmegaConf.has_resolver("vaelab_home"):
         OmegaConf.register_new_resolver("vaelab_home", lambda: str(home()))
+
+
+def config_dir() -> str:
+    """conf/ inside the installed package (wheel), else the repo's top-level conf/ (checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"vaelab's configs are missing: no config.yaml in {here / 'conf'} or {here.parent / 'conf'}")

@@ -7,34 +7,39 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-SIDE = 28  # MNIST images are 28 x 28
+SIDE = 28  # MNIST's images are 28 x 28: the default shape
 
 
-def image_grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 2) -> np.ndarray:
-    """Tile flat images (N, 784) in [0, 1] into one uint8 picture, `ncol` per row."""
-    imgs = images.detach().float().cpu().clamp(0, 1).reshape(-1, SIDE, SIDE).numpy()
+def image_grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 2,
+               shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
+    """Tile flat images (N, C*H*W) in [0, 1] into one uint8 picture, `ncol` per row (more than
+    one channel: their grey mean)."""
+    h, w = shape[-2:]
+    imgs = images.detach().float().cpu().clamp(0, 1).reshape(len(images), -1, h, w).mean(1).numpy()  # (N, H, W)
     nrow = -(-len(imgs) // ncol)
-    cell = SIDE + pad
-    canvas = np.ones((nrow * cell + pad, ncol * cell + pad), dtype=np.float32)
+    canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(imgs):
         r, c = divmod(i, ncol)
-        canvas[pad + r * cell : pad + r * cell + SIDE, pad + c * cell : pad + c * cell + SIDE] = img
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
     canvas = np.kron(canvas, np.ones((scale, scale), dtype=np.float32))  # nearest upscaling
     return (canvas * 255).round().astype(np.uint8)
 
 
-def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor, ncol: int = 10) -> np.ndarray:
+def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor, ncol: int = 10,
+                        shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
     """Rows of originals, each directly above the row of their reconstructions."""
     rows = []
     for start in range(0, len(originals), ncol):
         rows += [originals[start : start + ncol], recons[start : start + ncol]]
-    return image_grid(torch.cat(rows), ncol)
+    return image_grid(torch.cat(rows), ncol, shape=shape)
 
 
-def latent_scatter(z: torch.Tensor, labels: torch.Tensor, title: str | None = None) -> Figure:
-    """Test-set latent means coloured by digit; more than 2 dimensions are projected by PCA."""
+def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | None = None) -> Figure:
+    """Test-set latent means coloured by label (one colour without labels); more than 2
+    dimensions are projected by PCA."""
     z = z.detach().float().cpu()
-    labels = labels.cpu().numpy()
+    legend = labels is not None
+    labels = np.zeros(len(z), dtype=int) if labels is None else labels.cpu().numpy()
     dims = z.shape[1]
     if dims > 2:
         points, var = pca_2d(z)
@@ -46,10 +51,11 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor, title: str | None = No
     fig = Figure(figsize=(7, 6), dpi=100)
     ax = fig.add_subplot()
     cmap = matplotlib.colormaps["tab10"]
-    for digit in range(10):
+    for digit in np.unique(labels):
         sel = labels == digit
-        ax.scatter(points[sel, 0], points[sel, 1], s=2, color=cmap(digit), label=str(digit))
-    ax.legend(title="digit", markerscale=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.scatter(points[sel, 0], points[sel, 1], s=2, color=cmap(int(digit) % 10), label=str(digit))
+    if legend:
+        ax.legend(title="label", markerscale=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set(title=title or default, xlabel=xlabel, ylabel=ylabel)
     fig.tight_layout()
     return fig
@@ -73,9 +79,9 @@ def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torc
     return torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
 
 
-def manifold_figure(images: torch.Tensor, n: int = 15) -> Figure:
+def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE)) -> Figure:
     """The decoded manifold: an n x n mosaic of decodings of `manifold_latents(n)`."""
-    mosaic = image_grid(images, ncol=n, pad=0, scale=1)
+    mosaic = image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
     fig = Figure(figsize=(8, 8), dpi=100)
     ax = fig.add_subplot()
     ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n))

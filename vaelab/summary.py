@@ -29,7 +29,7 @@ def model_summary(model: nn.Module, input_dim: int) -> str:
         for hook in hooks:
             hook.remove()
     total = sum(p.numel() for p in model.parameters())
-    width = (max(len(r[0]) for r in rows) + 2, 16, 12)
+    width = (max(len(r[0]) for r in rows) + 2, max(16, max(len(r[1]) for r in rows) + 2), 12)
     line = "-" * sum(width)
     header = "Layer (type)".ljust(width[0]) + "Output Shape".ljust(width[1]) + "Param #"
     body = [r[0].ljust(width[0]) + r[1].ljust(width[1]) + r[2] for r in rows]

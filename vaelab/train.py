@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset, batches
 from vaelab.errors import DivergenceError
-from vaelab.evaluate import evaluate_elbo
-from vaelab.losses import elbo_terms, kl_weight
-from vaelab.models import VAE, autocast_forward
+from vaelab.metrics import evaluate_elbo
+from vaelab.models import VAE
+from vaelab.objectives import ELBO
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 CheckpointCallback = Callable[[TrainingState], None]
@@ -27,21 +27,25 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     data: Dataset,
     batch_size: int,
-    beta: float,
+    objective: ELBO,
     generator: torch.Generator,
     bar: tqdm,
     progress_every: int = 50,
     autocast: torch.dtype | None = None,
+    first_step: int = 1,
 ) -> dict[str, float]:
-    """One pass over the training set; returns image-weighted means of loss, recon and kl."""
+    """One pass over the training set; returns image-weighted means of loss, recon and kl.
+
+    `first_step` is the global step of the epoch's first batch: the objective's KL schedule
+    is a function of it.
+    """
     model.train()
     x = data.train.x
     sums = torch.zeros(3, device=x.device)  # loss, recon, kl summed over images, kept on device
     shown = RunningLoss()
     seen = 0
     for step, xb in enumerate(batches(x, batch_size, generator, data.binarize), start=1):
-        out = autocast_forward(model, xb, autocast)
-        terms = elbo_terms(out.logits, xb, out.mu, out.logvar, beta)
+        terms = objective(model, xb, first_step + step - 1, autocast)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         optimizer.step()
@@ -84,8 +88,7 @@ def fit(
     epochs: int,
     batch_size: int,
     eval_batch_size: int,
-    beta: float,
-    warmup_epochs: int,
+    objective: ELBO,
     seed: int,
     progress: bool = True,
     progress_every: int = 50,
@@ -104,10 +107,10 @@ def fit(
     steps = math.ceil(len(data.train) / batch_size)
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
-        epoch_beta = kl_weight(epoch, beta, warmup_epochs)
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
             train = train_epoch(
-                model, optimizer, data, batch_size, epoch_beta, generator, bar, progress_every, autocast
+                model, optimizer, data, batch_size, objective, generator, bar, progress_every, autocast,
+                first_step=(epoch - 1) * steps + 1,
             )
         train_s = time.perf_counter() - start
         lr = optimizer.param_groups[0]["lr"]
@@ -115,7 +118,8 @@ def fit(
             scheduler.step()
         test = evaluate_elbo(model, data.test.x, eval_batch_size, autocast)
         metrics = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
-        metrics |= {"beta": epoch_beta, "lr": lr, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
+        metrics |= objective.metrics(epoch * steps)  # the schedule at the epoch's last step
+        metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
         check_finite(metrics, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)

@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 from vaelab.services.postgres import PostgresServer
-from vaelab.services.process import Daemon, ServiceError, free_port, port_open
+from vaelab.services.process import Daemon, Service, ServiceError, free_port, port_open
 
 START_TIMEOUT_S = 120.0  # the first start on an empty database runs MLflow's schema migrations
 
 
-class MlflowServer:
+class MlflowServer(Service):
     """`with MlflowServer(backend_uri, artifacts) as server: server.uri` -> http://127.0.0.1:PORT.
 
     The backend URI reaches `mlflow server` through its environment (MLFLOW_BACKEND_STORE_URI),
@@ -35,13 +35,6 @@ class MlflowServer:
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> MlflowServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         if port_open(self.host, self.port):

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from vaelab.services.process import (
-    Daemon, ServiceError, as_user, chown_to, current_user, free_port, is_root, run_checked,
+    Daemon, Service, ServiceError, as_user, chown_to, current_user, free_port, is_root, run_checked,
 )
 
 SERVICE_USER = "postgres"  # who runs PostgreSQL when we are root
@@ -46,7 +46,7 @@ def missing() -> str | None:
     return None
 
 
-class PostgresServer:
+class PostgresServer(Service):
     """`with PostgresServer(folder) as pg: pg.url` -> postgresql+psycopg2://mlflow:...@127.0.0.1:PORT/mlflow.
 
     `folder` holds data/ (the cluster, created on first use, kept afterwards), postgres.log,
@@ -69,13 +69,6 @@ class PostgresServer:
         """SQLAlchemy URL of the database (MLflow's backend store URI). The driver is named:
         MLflow 3 otherwise asks SQLAlchemy for psycopg 3, and we ship psycopg2."""
         return f"postgresql+psycopg2://{self.role}:{self._password()}@127.0.0.1:{self.port}/{self.database}"
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         if (reason := missing()) is not None:

@@ -86,6 +86,24 @@ def wait_until(ready: Callable[[], bool], timeout: float, what: str,
     raise ServiceError(f"{what}: not ready after {timeout:.0f} s")
 
 
+class Service:
+    """A service used as `with Service(...) as s:`: started (and ready) on entry, stopped on exit
+    whatever happened. Subclasses provide `start` and `stop`."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class Daemon:
     """One long-running process started in its own session (so a terminal's Ctrl-C reaches the
     owner, which stops its daemons in order), its output appended to a log file."""

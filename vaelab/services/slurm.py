@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from vaelab.services.process import (
-    Daemon, ServiceError, chown_to, current_user, free_port, is_root, log_tail, run_checked, wait_until,
+    Daemon, Service, ServiceError, chown_to, current_user, free_port, is_root, log_tail, run_checked, wait_until,
 )
 
 MUNGE_USER = "munge"  # who runs munged when we are root
@@ -67,7 +67,7 @@ class Munge:
             self.daemon = None
 
 
-class SlurmCluster:
+class SlurmCluster(Service):
     """`with SlurmCluster() as cluster:` a one-node cluster, partition `cluster.partition`.
 
     Clients (sbatch, squeue, submitit) need `cluster.env` (SLURM_CONF) in their environment.
@@ -91,13 +91,6 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         """What a client's environment needs to talk to this cluster."""
         return {"SLURM_CONF": str(self.conf)}
-
-    def __enter__(self) -> SlurmCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         if (reason := missing()) is not None:

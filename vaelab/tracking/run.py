@@ -65,7 +65,8 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.tracking.get("run_name"):
         return str(cfg.tracking.run_name)
     m = cfg.model
-    return f"{m.name}-h{m.hidden_dim}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
+    width = f"-h{m.hidden_dim}" if "hidden_dim" in m else ""  # conv models have channels instead
+    return f"{m.name}{width}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
 
 
 @dataclass

@@ -1,19 +1,16 @@
-"""VAE models: pure tensors in, tensors out. No loss, no I/O, no printing."""
+"""The seed's MLP VAE: dense encoder and decoder of configurable width, depth and activation."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from collections.abc import Sequence
 
 import torch
 from hydra.utils import get_class, get_method
 from torch import nn
 
-
-class VAEOutput(NamedTuple):
-    logits: torch.Tensor  # (B, input_dim) Bernoulli logits of p(x|z)
-    mu: torch.Tensor  # (B, latent_dim) mean of q(z|x)
-    logvar: torch.Tensor  # (B, latent_dim) log-variance of q(z|x)
-    z: torch.Tensor  # (B, latent_dim) reparameterised sample
+from vaelab.errors import ConfigError
+from vaelab.models.vae import VAE
 
 
 def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
@@ -25,7 +22,7 @@ def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
 
 
 class GaussianEncoder(nn.Module):
-    """q(z|x) = N(mu(x), diag(exp(logvar(x))))."""
+    """q(z|x) = N(mu(x), diag(exp(logvar(x)))) from an MLP over the flat image."""
 
     def __init__(self, input_dim: int, hidden_dims: list[int], latent_dim: int, activation: type[nn.Module]):
         super().__init__()
@@ -39,7 +36,7 @@ class GaussianEncoder(nn.Module):
 
 
 class BernoulliDecoder(nn.Module):
-    """p(x|z) = Bernoulli(sigmoid(logits(z))); returns logits for a numerically stable loss."""
+    """An MLP from z to the likelihood's parameters per pixel (Bernoulli logits by default)."""
 
     def __init__(self, latent_dim: int, hidden_dims: list[int], output_dim: int, activation: type[nn.Module]):
         super().__init__()
@@ -50,36 +47,7 @@ class BernoulliDecoder(nn.Module):
         return self.logits(self.body(z))  # (B, output_dim)
 
 
-class VAE(nn.Module):
-    """Encoder, reparameterised sample, decoder (Kingma & Welling 2014)."""
-
-    def __init__(self, encoder: GaussianEncoder, decoder: BernoulliDecoder):
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-
-    @property
-    def latent_dim(self) -> int:
-        return self.encoder.z_mean.out_features
-
-    def forward(self, x: torch.Tensor) -> VAEOutput:
-        mu, logvar = self.encoder(x)
-        z = reparameterize(mu, logvar)
-        return VAEOutput(self.decoder(z), mu, logvar, z)
-
-
-def autocast_forward(model: VAE, x: torch.Tensor, dtype: torch.dtype | None = None) -> VAEOutput:
-    """The forward pass under autocast to `dtype` (e.g. bfloat16), outputs back in float32."""
-    if dtype is None:
-        return model(x)
-    with torch.autocast(x.device.type, dtype=dtype):
-        out = model(x)
-    return VAEOutput(*(t.float() for t in out))
-
-
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I), differentiable in mu and logvar."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+MLPDecoder = BernoulliDecoder  # the name says what it is now that the likelihood is a choice
 
 
 class MLPVAE(VAE):
@@ -87,26 +55,32 @@ class MLPVAE(VAE):
 
     def __init__(
         self,
-        input_dim: int = 784,
+        input_dim: int | None = None,
         hidden_dim: int = 256,
         latent_dim: int = 2,
         depth: int = 1,
         activation: str = "torch.nn.ReLU",
         init: str | None = None,
         name: str = "mlp",  # noqa: ARG002 - a label for run names, kept in the config only
+        image_shape: Sequence[int] = (1, 28, 28),  # (C, H, W), given by the data
+        likelihood: nn.Module | None = None,
     ):
+        input_dim = checked_input_dim(input_dim, image_shape)
         act = get_class(activation)
         hidden = [hidden_dim] * depth
         super().__init__(
             GaussianEncoder(input_dim, hidden, latent_dim, act),
             BernoulliDecoder(latent_dim, hidden, input_dim, act),
+            likelihood,
         )
         if init is not None:  # a function applied to every module, e.g. vaelab.models.keras_init
             self.apply(get_method(init))
 
 
-def keras_init(module: nn.Module) -> None:
-    """Keras' Dense defaults: Glorot-uniform kernels, zero biases (torch: Kaiming-uniform, both)."""
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        nn.init.zeros_(module.bias)
+def checked_input_dim(input_dim: int | None, image_shape: Sequence[int]) -> int:
+    """The flat image size from the data's shape; a configured input_dim must agree with it."""
+    pixels = math.prod(image_shape)
+    if input_dim is not None and input_dim != pixels:
+        raise ConfigError(f"model.input_dim is {input_dim} but the data's images are {tuple(image_shape)}"
+                          f" = {pixels} values; set model.input_dim=null to take it from the data")
+    return pixels
