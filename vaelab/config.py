@@ -211,7 +211,7 @@ class TrackingConfig:
     run_name: Optional[str] = None  # None: derived from the model and loss, e.g. mlp-h256-z2-b1.0
     parent_run_id: Optional[str] = None  # set by the sweep callback for --multirun jobs
     log_model: bool = True
-    connect_timeout_s: float = 10.0  # an unreachable store is an error after this long, before training
+    connect_timeout_s: float = 5.0  # an unreachable store is an error after this long, before training
     patience_s: float = 120.0  # how long a busy or failing store is retried before logging stops
 
 

@@ -18,6 +18,7 @@ import copy
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ class MlflowTracker(NullTracker):
         parent_run_id: str | None = None,
         log_model: bool = True,
         run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
-        connect_timeout_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
         patience_s: float = 120.0,
     ) -> None:
         self.uri = uri
@@ -402,8 +403,13 @@ def _log_model(model: Any, example: np.ndarray) -> None:
 
 
 def _short(err: BaseException) -> str:
-    """The last line of an error's message, cut to 300 characters: enough to act on."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    """An error in a few words: the operating system's reason where there is one (a refused
+    connection, a missing folder), else the last line of its message, cut to 300 characters."""
+    text = str(err)
+    reason = re.search(r"\[Errno -?\d+\] ([^\"\n]+)", text)
+    if reason:
+        return reason.group(1).strip().rstrip(")")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
 
 
