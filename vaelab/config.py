@@ -80,6 +80,7 @@ class TrackingConfig:
     run_name: Optional[str] = None  # None: derived from the model and loss, e.g. mlp-h256-z2-b1.0
     parent_run_id: Optional[str] = None  # set by the sweep callback for --multirun jobs
     log_model: bool = True
+    ui_url: Optional[str] = None
 
 
 @dataclass
