@@ -53,5 +53,24 @@ def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest
     )
 
 
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
+COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
+  eval "$(vaelab -sc install=bash)"     # complete groups, options and keys in this bash session
+  vaelab -sc install=fish | source      # fish; also install=zsh; uninstall=bash removes it"""
+
+
+def cli() -> object:
+    """The `vaelab` command: `vaelab ui [...]` serves the store, anything else is the Hydra app."""
+    args = sys.argv[1:]
+    if args[:1] == ["ui"]:
+        from vaelab.ui import main as ui
+
+        sys.exit(ui(args[1:]))
+    if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
+        print(COMPLETION_USAGE, file=sys.stderr)
+        sys.exit(2)
+    return main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -26,61 +26,73 @@ MNIST_MD5 = {
 PRECISIONS = ("fp32", "bf16")
 
 
+def key(default: Any, help: str) -> Any:  # noqa: A002 - the word --help prints
+    """A schema field with its one-line description, which `vaelab --help` prints."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class DataConfig:
-    name: str = "mnist"
-    root: Optional[str] = None  # torchvision layout <root>/MNIST/raw; None: ~/.cache/vaelab
-    verify: bool = True  # md5-check the four files; tests with synthetic files turn it off
-    limit: Optional[int] = None  # train on the first N images (smoke runs)
-    test_limit: Optional[int] = None  # evaluate on the first N test images
-    binarize: str = "none"  # none | dynamic (Bernoulli resampling per batch)
-    binarize_seed: int = 0  # the fixed binarization of the test set under `dynamic`
+    name: str = key("mnist", "name of the data set, in run names and in the UI's Dataset column")
+    root: Optional[str] = key(None, "folder holding MNIST/raw (torchvision layout); null: ~/.cache/vaelab or $VAELAB_DATA")
+    verify: bool = key(True, "md5-check the four IDX files before use")
+    limit: Optional[int] = key(None, "train on the first N training images (null: all 60,000)")
+    test_limit: Optional[int] = key(None, "evaluate on the first N test images (null: all 10,000)")
+    binarize: str = key("none", "none | dynamic (Bernoulli-resample every training batch)")
+    binarize_seed: int = key(0, "seed of the one fixed binarization of the test set under dynamic")
 
 
 @dataclass
 class ModelConfig:
-    _target_: str = "vaelab.models.MLPVAE"
-    name: str = "mlp"
-    input_dim: int = 784
-    hidden_dim: int = 256
-    depth: int = 1  # hidden layers in the encoder and, mirrored, in the decoder
-    latent_dim: int = 2
-    activation: str = "torch.nn.ReLU"
-    init: Optional[str] = None  # None: torch's default; or a function applied to every module
+    _target_: str = key("vaelab.models.MLPVAE", "the VAE class to build")
+    name: str = key("mlp", "label of the architecture in run names")
+    input_dim: int = key(784, "pixels per image (28 x 28)")
+    hidden_dim: int = key(256, "units in each hidden layer")
+    depth: int = key(1, "hidden layers in the encoder and, mirrored, in the decoder")
+    latent_dim: int = key(2, "dimensions of z")
+    activation: str = key("torch.nn.ReLU", "activation class between layers")
+    init: Optional[str] = key(None, "function applied to every module to initialise it (null: torch's default)")
 
 
 @dataclass
 class LossConfig:
-    name: str = "elbo"
-    beta: float = 1.0  # weight of the KL term (Higgins et al. 2017); 1.0 is the plain ELBO
-    warmup_epochs: int = 0  # linear KL warm-up from 0 to beta over this many epochs
+    name: str = key("elbo", "label of the objective in run names")
+    beta: float = key(1.0, "weight of the KL term (Higgins et al. 2017); 1.0 is the plain ELBO")
+    warmup_epochs: int = key(0, "epochs of linear KL warm-up from 0 to beta (0: none)")
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 30
-    batch_size: int = 128
-    eval_batch_size: int = 2000
-    seed: int = 0
-    device: str = "auto"  # auto (cuda -> mps -> cpu) | cpu | cuda | cuda:1 | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; losses stay float32)
-    progress: bool = True
-    progress_every: int = 50  # steps between refreshes of the running loss on the bar
-    images_every: int = 1  # epochs between reconstruction grids (0: only at the end)
-    iw_samples: int = 0  # k of the importance-weighted bound at the end (0: skip)
-    iw_batch_size: int = 20  # test images per IW batch (each expands to k samples)
+    epochs: int = key(30, "passes over the training set")
+    batch_size: int = key(128, "training images per step")
+    eval_batch_size: int = key(2000, "test images per evaluation batch")
+    seed: int = key(0, "seed of initialisation, shuffling and sampling")
+    device: str = key("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
+    precision: str = key("fp32", "fp32 | bf16 (autocast of the forward pass; losses stay float32)")
+    progress: bool = key(True, "show a progress bar per epoch")
+    progress_every: int = key(50, "steps between refreshes of the running loss on the bar")
+    images_every: int = key(1, "epochs between the per-epoch pictures in MLflow (0: only the last epoch)")
+    iw_samples: int = key(0, "k of the importance-weighted bound on log p(x) at the end (0: skip)")
+    iw_batch_size: int = key(20, "test images per IW batch (each expands to k samples)")
 
 
 @dataclass
 class TrackingConfig:
-    _target_: str = "vaelab.tracking.MlflowTracker"
-    uri: Optional[str] = None
-    experiment: str = "vaelab"
-    artifact_location: Optional[str] = None
-    run_name: Optional[str] = None  # None: derived from the model and loss, e.g. mlp-h256-z2-b1.0
-    parent_run_id: Optional[str] = None  # set by the sweep callback for --multirun jobs
-    log_model: bool = True
-    ui_url: Optional[str] = None
+    _target_: str = key("vaelab.tracking.MlflowTracker", "the tracker: MlflowTracker, or NullTracker (tracking=none)")
+    uri: Optional[str] = key(None, "MLflow tracking URI (default: the SQLite store in vaelab's home)")
+    experiment: str = key("vaelab", "MLflow experiment the runs go to")
+    artifact_location: Optional[str] = key(None, "artifact folder of a new experiment")
+    run_name: Optional[str] = key(None, "null: derived, e.g. mlp-h256-z2-b1.0, or in a sweep the values it varies")
+    parent_run_id: Optional[str] = key(None, "the sweep's parent run; set for you by --multirun")
+    log_model: bool = key(True, "log the trained model (with its test metrics) to MLflow")
+    ui_url: Optional[str] = key(None, "UI address in the end-of-run link (null: the server at uri, else vaelab ui's)")
+
+
+# Groups whose keys depend on the option chosen (any torch class and its arguments).
+FREE_FORM = {
+    "optimizer": "any torch.optim class (_target_) and its keyword arguments",
+    "scheduler": "a torch.optim.lr_scheduler factory (_target_) and its arguments, stepped per epoch",
+}
 
 
 @dataclass
@@ -94,11 +106,27 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+def key_help() -> dict[str, str]:
+    """`group.key` -> its one-line description, read from the schema above."""
+    from dataclasses import MISSING as NO_FACTORY
+    from dataclasses import fields
+
+    out: dict[str, str] = {}
+    for group in fields(Config):
+        schema = None if group.default_factory is NO_FACTORY else group.default_factory
+        for f in fields(schema) if schema else ():
+            out[f"{group.name}.{f.name}"] = f.metadata.get("help", "")
+    return out
+
+
 def register_configs() -> None:
     """Put the schema where config.yaml's defaults list finds it, and `${vaelab_home:}` in reach."""
     from vaelab.paths import register_resolver
 
     register_resolver()
+    from vaelab.help import register_help_resolver
+
+    register_help_resolver()
     ConfigStore.instance().store(name="vaelab_schema", node=Config)
 
 
