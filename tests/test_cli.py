@@ -67,7 +67,8 @@ def test_an_out_of_range_value_is_one_line_exit_2_and_no_run(tmp_path, mnist_roo
 
 def test_a_misspelt_key_fails_before_anything_runs(tmp_path):
     out = vaelab("model.latnet_dim=3", cwd=tmp_path)
-    assert out.returncode == 1
+    assert out.returncode == 2
+    assert out.stderr.startswith("vaelab: error: ") and len(out.stderr.strip().splitlines()) <= 5
     assert "latnet_dim" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "runs" / "mlflow.db").exists()
 

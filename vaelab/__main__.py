@@ -1,8 +1,16 @@
-"""`python -m vaelab [overrides]` and the `vaelab` console script: a thin Hydra shim over `run`."""
+"""`python -m vaelab [overrides]` and the `vaelab` console script: a thin Hydra shim over `execute`.
+
+Errors are reported here, once, for the user: a bad config or bad data is one short line and exit
+code 2; Ctrl-C (SIGINT) and SIGTERM stop the run at once, keep its last checkpoint and exit 130 /
+143; in a sweep (`--multirun`) a job that fails is recorded and the sweep goes on.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -12,6 +20,7 @@ from omegaconf import DictConfig
 
 from vaelab.config import register_configs
 from vaelab.errors import VaelabError
+from vaelab.signals import Interrupted, forward_to_children, handle_signals
 
 
 def config_dir() -> str:
@@ -27,17 +36,53 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float:
-    from vaelab.app import run  # torch and friends load after Hydra has parsed the command line
+def task(cfg: DictConfig) -> float:
+    """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
+    raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
+    from vaelab.app import execute  # torch and friends load after Hydra has parsed the command line
+    from vaelab.tracking.sweep import JobRecord
 
+    context = hydra_context()
+    record = JobRecord.start(context)
     try:
-        return run(cfg, hydra_context())
-    except VaelabError as err:
-        print(f"vaelab: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("vaelab: interrupted", file=sys.stderr)
-        sys.exit(130)
+        with handle_signals():
+            outcome = execute(cfg, context)
+    except Interrupted as err:
+        record.save("KILLED")
+        if under_submitit():  # a pre-empted or requeued SLURM job: end here, leaving no result
+            sys.stdout.flush()  # for submitit to report, so the requeued job resumes the run and
+            sys.stderr.flush()  # the sweep waits for it
+            os._exit(err.exit_code)
+        raise
+    except Exception as err:
+        record.save("FAILED", error=f"{type(err).__name__}: {err}")
+        if context.job_num is None:
+            if isinstance(err, VaelabError):  # one line; exiting here spares Hydra's own report
+                print(f"vaelab: error: {err}", file=sys.stderr)
+                sys.exit(2)
+            raise
+        detail = str(err) if isinstance(err, VaelabError) else traceback.format_exc()
+        print(f"vaelab: job {context.job_num} failed: {detail}", file=sys.stderr, flush=True)
+        if sweeper_counts_failures():  # Optuna records an exception as a failed trial, not NaN
+            raise JobFailed(f"job {context.job_num} failed: {type(err).__name__}") from None
+        return math.nan
+    record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
+    return outcome.test_loss
+
+
+class JobFailed(Exception):
+    """A sweep job failed (already reported); raised only for sweepers that record failed trials."""
+
+
+def sweeper_counts_failures() -> bool:
+    """Whether the sweeper tells failed trials apart (Optuna): it gets an exception; the others
+    (Hydra's basic sweeper) would stop the sweep on one, and get NaN instead."""
+    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+
+
+def under_submitit() -> bool:
+    """Whether this job runs as a SLURM job of submitit's (which SLURM may requeue)."""
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
 
 
 def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest of the app
@@ -50,6 +95,7 @@ def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest
         overrides=list(hc.overrides.task),
         job_num=hc.job.num if multirun else None,
         sweep_dir=hc.sweep.dir if multirun else None,
+        parallel_jobs=parallel_jobs(hc.launcher) if multirun else 1,
     )
 
 
@@ -59,9 +105,9 @@ COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
   vaelab -sc install=fish | source      # fish; also install=zsh; uninstall=bash removes it"""
 
 
-def cli() -> object:
-    """The `vaelab` command: `vaelab ui [...]` serves the store, anything else is the Hydra app."""
-    args = sys.argv[1:]
+def other_command(args: list[str]) -> None:
+    """`vaelab ui [...]` serves the store; a bare `--shell-completion` explains itself; anything
+    else is left to the Hydra app."""
     if args[:1] == ["ui"]:
         from vaelab.ui import main as ui
 
@@ -69,8 +115,79 @@ def cli() -> object:
     if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
         print(COMPLETION_USAGE, file=sys.stderr)
         sys.exit(2)
-    return main()
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: all cores)."""
+    n_jobs = launcher.get("n_jobs") if "Joblib" in str(launcher.get("_target_", "")) else None
+    if n_jobs is None:
+        return 1
+    cores = os.cpu_count() or 1
+    return cores if n_jobs < 0 else max(1, min(int(n_jobs), cores))
+
+
+def main() -> None:
+    """The console script: Hydra's app, with every error reported as vaelab's own."""
+    other_command(sys.argv[1:])
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra hands errors to us instead of printing tracebacks
+    try:
+        with handle_signals():
+            task()
+    except Interrupted as err:
+        stopped(err)
+    except VaelabError as err:
+        print(f"vaelab: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        message = config_error(err)
+        if message is None:
+            raise
+        print(f"vaelab: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    from vaelab.tracking.sweep import sweep_failed
+
+    if sweep_failed():
+        sys.exit(1)
+
+
+def stopped(err: Interrupted) -> None:
+    """SIGINT/SIGTERM: workers of a parallel sweep get the signal too and close their runs, the
+    sweep's parent run ends KILLED, and the exit code tells which signal it was."""
+    from vaelab.signals import ignore_further
+
+    ignore_further()
+    forward_to_children(err.signum)
+    if "vaelab.tracking.sweep" in sys.modules:
+        from vaelab.tracking.sweep import abort_sweeps
+
+        abort_sweeps()
+    print(f"vaelab: stopped by {err.name}; the last finished epoch's checkpoint is kept: "
+          "run the same command again to resume", file=sys.stderr)
+    sys.exit(err.exit_code)
+
+
+def config_error(err: BaseException) -> str | None:
+    """A short message for errors in the user's configs (YAML syntax, composition, types), or
+    None for anything else (a bug, whose traceback is worth seeing)."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+            mark = e.problem_mark
+            return (f"YAML syntax error in {mark.name}, line {mark.line + 1}, column {mark.column + 1}: "
+                    f"{e.problem}")
+    for e in chain:
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            return "\n".join(lines[:5])
+    return None
 
 
 if __name__ == "__main__":
-    cli()
+    main()

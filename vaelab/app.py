@@ -3,49 +3,108 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
+import shutil
+import tempfile
 import threading
+from concurrent import futures
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LRScheduler
 
+from vaelab.checkpoint import TrainingState
+from vaelab.checkpoint import load as load_checkpoint
+from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import MNIST_MD5, validate
 from vaelab.data import Dataset, default_root, ensure_mnist, load_mnist
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, PreviousFailure
+from vaelab.identity import config_identity
 from vaelab.evaluate import active_units, decode, encode_means, iw_nll, kl_per_dimension, reconstruct
 from vaelab.models import VAE
 from vaelab.summary import model_summary
-from vaelab.tracking import NullTracker, RunContext
+from vaelab.paths import home
+from vaelab.signals import deferred
+from vaelab.tracking import NullTracker, PastRun, RunContext
 from vaelab.train import fit
 
 SAMPLE_GRID = 64  # random samples shown per epoch, 8 x 8
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}  # trainer.precision -> autocast dtype
 
 
+@dataclass
+class Outcome:
+    """How a run ended: its final test loss, its MLflow run (if tracked), and what happened."""
+
+    test_loss: float
+    run_id: str | None = None
+    status: str = "FINISHED"  # FINISHED, SKIPPED (finished before), RESUMED (finished after a resume)
+
+
 def run(cfg: DictConfig, context: RunContext | None = None) -> float:
     """Train and evaluate the configured VAE, tracking it; return the final test -ELBO (nats)."""
+    return execute(cfg, context).test_loss
+
+
+def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
+    """`run`, reporting how it ended. A config that already finished is not trained again, and
+    an interrupted one continues from its last checkpoint, into the same MLflow run."""
     validate(cfg)
     started = time.perf_counter()
-    torch.manual_seed(cfg.trainer.seed)
+    identity = config_identity(cfg)
     device = resolve_device(cfg.trainer.device)
+    tracker: NullTracker = instantiate(cfg.tracking)
+    lookup = tracker.connect(identity)  # reaching the store overlaps reading the data
+    set_threads(cfg.trainer.threads, context)
+    torch.manual_seed(cfg.trainer.seed)
     warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
     warm.start()  # torch.optim imports it on construction (~1.2 s); overlap that with reading the data
-    data = prepare_data(cfg.data, device)
+    try:
+        data = prepare_data(cfg.data, device)
+        plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
+        if plan.skip:
+            return skip(plan.past)
+        return train_and_track(cfg, context, identity, tracker, plan.past, data, device, started)
+    finally:
+        # Helper threads must be idle before an error ends the process: one still importing
+        # (torch._dynamo here, mlflow on the tracker's thread) at interpreter exit aborts it
+        # with SIGABRT (exit 134) instead of the error's own exit code.
+        warm.join()
+        futures.wait([lookup])
+
+
+def skip(past: PastRun) -> Outcome:
+    loss = past.test_loss if past.test_loss is not None else math.nan
+    print(f"vaelab: already finished: run {past.run_id} ({past.name}), test loss {loss:.2f} nats; "
+          "trainer.resume=false trains it again", flush=True)
+    return Outcome(loss, past.run_id, "SKIPPED")
+
+
+def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker,
+                    past: PastRun | None, data: Dataset, device: torch.device, started: float) -> Outcome:
     model: VAE = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer)
-    tracker: NullTracker = instantiate(cfg.tracking)
+    spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
+    resume = find_checkpoint(spool, tracker, past) if cfg.trainer.resume else spool.clear()
     print(model_summary(model, cfg.model.input_dim))
     print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
-    with tracker.start(cfg, context):
+    if resume is not None:
+        print(f"resuming {f'run {past.run_id}' if past else 'an interrupted run'} after epoch {resume['epoch']}",
+              flush=True)
+    with tracker.start(cfg, context, identity, resume=past):
+        logged = replay_history(tracker, resume, past)
         log_datasets(tracker, cfg.data, data)
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
-        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap())
+        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap(), logged=logged)
         report_startup(tracker, context, started)
         metrics = fit(
             model, optimizer, data, scheduler=scheduler,
@@ -53,14 +112,95 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
             eval_batch_size=cfg.trainer.eval_batch_size, beta=cfg.loss.beta,
             warmup_epochs=cfg.loss.warmup_epochs, seed=cfg.trainer.seed,
             progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
-            autocast=AUTOCAST[cfg.trainer.precision],
-            on_epoch_end=report,
+            autocast=AUTOCAST[cfg.trainer.precision], resume=resume, on_epoch_end=report,
+            on_checkpoint=partial(spool.save, tracker=tracker, every=cfg.trainer.checkpoint_every,
+                                  last=cfg.trainer.epochs, run_id=lambda: tracker.run_id, identity=identity),
         )
         final = finish(tracker, model, data, cfg, probe)
         tracker.log_metrics({"time/total_s": time.perf_counter() - started})
-    print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final)
+        print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final, flush=True)
     print(tracker.describe())
-    return metrics["test/loss"]
+    spool.clear()  # the run is complete in the store (or was never tracked): nothing to resume
+    return Outcome(metrics["test/loss"], tracker.run_id, "RESUMED" if resume is not None else "FINISHED")
+
+
+@dataclass
+class ResumePlan:
+    past: PastRun | None  # the run to continue (None: a new run)
+    skip: bool = False  # it finished: report it, train nothing
+
+
+def plan_resume(past: PastRun | None, resume: bool, retry_failed: bool) -> ResumePlan:
+    """What to do with an earlier run of the same config: skip it if it finished, continue it if
+    it was interrupted (by a signal, a lost store or a lost machine), refuse to repeat a real
+    error unless asked, and never touch a run whose process is still alive."""
+    if past is None or not resume:
+        return ResumePlan(None)
+    if past.status == "FINISHED":
+        return ResumePlan(past, skip=True)
+    if past.status == "RUNNING" and past.process_alive():
+        raise ConfigError(f"run {past.run_id} of this config is still running (pid {past.pid}); "
+                          "wait for it, or use trainer.resume=false for a separate run")
+    if past.status == "FAILED" and past.failure == "error" and not retry_failed:
+        raise PreviousFailure(f"this config failed before in run {past.run_id} ({past.error or 'no message'}); "
+                              "trainer.retry_failed=true runs it again")
+    return ResumePlan(past)
+
+
+def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None) -> dict[str, Any] | None:
+    """The latest checkpoint of the run to continue: the local copy or the one among its artifacts."""
+    run_id = past.run_id if past else None
+    local = spool.load()
+    candidates = [local] if local is not None and local.get("run_id") == run_id else []
+    if past is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            fetched = tracker.fetch_checkpoint(past.run_id, Path(tmp))
+            if fetched is not None:
+                candidates.append(load_checkpoint(fetched))
+    return max(candidates, key=lambda c: c["epoch"], default=None)
+
+
+def replay_history(tracker: NullTracker, resume: dict[str, Any] | None, past: PastRun | None) -> set[int]:
+    """Log the epochs a checkpoint holds but the store missed (it was down); return the epochs
+    the store already has, which the resumed run must not log twice."""
+    logged = set(past.logged_epochs) if past else set()
+    for epoch, metrics in enumerate(resume["history"] if resume else [], start=1):
+        if epoch not in logged:
+            tracker.log_metrics(metrics, step=epoch)
+            logged.add(epoch)
+    return logged
+
+
+class Spool:
+    """The local copy of a run's latest checkpoint, in vaelab's home, keyed by the config's identity."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "last.pt"
+
+    def save(self, state: TrainingState, *, tracker: NullTracker, every: int, last: int,
+             run_id: Callable[[], str | None], identity: str) -> None:
+        """Checkpoint every `every` epochs and at the last; a signal cannot cut the write short."""
+        if not every or (state.epoch % every and state.epoch != last):
+            return
+        with deferred():
+            save_checkpoint(state.state_dict(run_id=run_id(), identity=identity), self.path)
+            tracker.log_checkpoint(self.path, state.epoch)
+
+    def load(self) -> dict[str, Any] | None:
+        return load_checkpoint(self.path) if self.path.is_file() else None
+
+    def clear(self) -> None:
+        if self.path.parent.is_dir():
+            shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def set_threads(threads: int | None, context: RunContext | None) -> None:
+    """Threads per job: as configured, else the cores shared out among parallel jobs, so that
+    jobs x threads never oversubscribe the machine."""
+    if threads is None and context is not None and context.parallel_jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // context.parallel_jobs)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def report_startup(tracker: NullTracker, context: RunContext | None, run_started: float) -> None:
@@ -156,8 +296,9 @@ class Probe:
 
 
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
-                 probe: Probe, cfg: DictConfig, lap: Lap) -> None:
-    """The epoch's pictures, then its metrics (step=epoch) and a console line."""
+                 probe: Probe, cfg: DictConfig, lap: Lap, logged: set[int]) -> None:
+    """The epoch's pictures, then its metrics (step=epoch; not again for an epoch the store has
+    from before a resume) and a console line."""
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
@@ -166,7 +307,8 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
           f"  beta {metrics['beta']:.3g}  {metrics['time/wall_s']:.1f}s", flush=True)
-    tracker.log_metrics(metrics, step=epoch)
+    if epoch not in logged:
+        tracker.log_metrics(metrics, step=epoch)
 
 
 def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int) -> None:

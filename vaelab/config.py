@@ -7,11 +7,13 @@ anything runs. `validate` adds the range checks that types cannot express; it ra
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vaelab.errors import ConfigError
 
@@ -74,6 +76,10 @@ class TrainerConfig:
     images_every: int = key(1, "epochs between the per-epoch pictures in MLflow (0: only the last epoch)")
     iw_samples: int = key(0, "k of the importance-weighted bound on log p(x) at the end (0: skip)")
     iw_batch_size: int = key(20, "test images per IW batch (each expands to k samples)")
+    threads: Optional[int] = key(None, "torch threads; null: all cores, shared out among parallel jobs (joblib)")
+    checkpoint_every: int = key(1, "epochs between checkpoints (0: none); the last epoch always gets one")
+    resume: bool = key(True, "a re-run skips a finished config and continues an interrupted one; false: a fresh run")
+    retry_failed: bool = key(False, "re-run a config that failed for a real error (divergence, exception)")
 
 
 @dataclass
@@ -86,6 +92,8 @@ class TrackingConfig:
     parent_run_id: Optional[str] = key(None, "the sweep's parent run; set for you by --multirun")
     log_model: bool = key(True, "log the trained model (with its test metrics) to MLflow")
     ui_url: Optional[str] = key(None, "UI address in the end-of-run link (null: the server at uri, else vaelab ui's)")
+    connect_timeout_s: float = key(10.0, "seconds an unreachable store gets before it is a one-line error, before training")
+    patience_s: float = key(120.0, "seconds a busy or failing store is retried; then training goes on unlogged")
 
 
 # Groups whose keys depend on the option chosen (any torch class and its arguments).
@@ -146,6 +154,10 @@ _RULES = (
     ("trainer.images_every", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_samples", lambda v: v >= 0, ">= 0"),
     ("trainer.iw_batch_size", lambda v: v >= 1, ">= 1"),
+    ("trainer.threads", lambda v: v is None or v >= 1, "null or >= 1"),
+    ("trainer.checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("tracking.connect_timeout_s", lambda v: v is None or v > 0, "> 0"),
+    ("tracking.patience_s", lambda v: v is None or v >= 0, ">= 0"),
     ("trainer.precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
     ("data.limit", lambda v: v is None or v >= 1, "null or >= 1"),
     ("data.test_limit", lambda v: v is None or v >= 1, "null or >= 1"),
@@ -154,11 +166,26 @@ _RULES = (
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value is out of range."""
+    """Raise ConfigError naming the first key whose value is out of range: any number that is
+    not finite (inf, nan), then the rules above."""
+    for key, value in _numbers(OmegaConf.to_container(cfg, resolve=True)):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     for key, ok, expected in _RULES:
         value = _select(cfg, key)
         if not ok(value):
             raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def _numbers(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float in a config tree, with its dotted key."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, float):
+            yield name, value
+        else:
+            yield from _numbers(value, f"{name}.")
 
 
 def _select(cfg: DictConfig, key: str) -> Any:

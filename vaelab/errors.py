@@ -19,3 +19,11 @@ class DivergenceError(VaelabError):
 
 class TrackingError(VaelabError):
     """The tracking backend (MLflow) could not record the run."""
+
+
+class CheckpointError(VaelabError):
+    """A checkpoint could not be read or does not fit the run."""
+
+
+class PreviousFailure(VaelabError):
+    """The same config failed before for a real error; re-running it would repeat that."""

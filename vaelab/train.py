@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
+from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset, batches
 from vaelab.errors import DivergenceError
 from vaelab.evaluate import evaluate_elbo
@@ -17,6 +19,7 @@ from vaelab.losses import elbo_terms, kl_weight
 from vaelab.models import VAE, autocast_forward
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+CheckpointCallback = Callable[[TrainingState], None]
 
 
 def train_epoch(
@@ -91,13 +94,19 @@ def fit(
     progress: bool = True,
     progress_every: int = 50,
     autocast: torch.dtype | None = None,
+    resume: dict[str, Any] | None = None,
     on_epoch_end: EpochCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> dict[str, float]:
-    """Train for `epochs`, evaluate the test set after each, and return the last epoch's metrics."""
+    """Train for `epochs` (continuing after a `resume` checkpoint's epoch), evaluate the test set
+    after each, and return the last epoch's metrics. After each epoch's report, `on_checkpoint`
+    gets the training state, from which a checkpoint of that epoch can be taken."""
     generator = torch.Generator(device=data.train.x.device).manual_seed(seed)
+    state = TrainingState(model, optimizer, scheduler, generator)
+    if resume is not None:
+        state.load_state_dict(resume)
     steps = math.ceil(len(data.train) / batch_size)
-    metrics: dict[str, float] = {}
-    for epoch in range(1, epochs + 1):
+    for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
         epoch_beta = kl_weight(epoch, beta, warmup_epochs)
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
@@ -114,7 +123,10 @@ def fit(
         check_finite(metrics, epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
-    return metrics
+        state.epoch, state.history = epoch, [*state.history, metrics]
+        if on_checkpoint is not None:
+            on_checkpoint(state)
+    return state.history[-1]
 
 
 def check_finite(metrics: dict[str, float], epoch: int) -> None:

@@ -1,16 +1,25 @@
-"""One tracked training run: `MlflowTracker` (lifecycle, params, metrics, images, model, logged
-from a background thread) and `NullTracker`, the same interface doing nothing (`tracking=none`)."""
+"""One tracked training run: `MlflowTracker` (lifecycle, params, metrics, images, checkpoints,
+the model, logged from a background thread) and `NullTracker`, the same interface doing nothing
+(`tracking=none`).
+
+A tracker never costs the training: the store is reached before anything trains (an unreachable
+or unwritable store is a one-line error), a busy store is waited for, and a store that fails
+mid-run leaves the run training on, its checkpoints and metrics kept locally for a re-run to log.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import tempfile
+import time
+from concurrent.futures import Future
 import copy
 import logging
 import os
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +32,11 @@ from vaelab.errors import TrackingError
 from vaelab.tracking.links import run_link, ui_base
 from vaelab.tracking.store import use_experiment
 
+log = logging.getLogger(__name__)
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
+IDENTITY_TAG = "vaelab.identity"  # vaelab.identity.config_identity of the run's config and code
+FAILURE_TAG = "vaelab.failure"  # "error" when a run failed for a reason re-running would repeat
+CHECKPOINT = "checkpoints/last.pt"  # where a run's latest checkpoint lives among its artifacts
 
 
 @dataclass
@@ -34,6 +47,7 @@ class RunContext:
     overrides: list[str] = field(default_factory=list)
     job_num: int | None = None
     sweep_dir: str | None = None
+    parallel_jobs: int = 1  # jobs the launcher runs at once on this machine (joblib's n_jobs)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,17 +70,51 @@ def run_name(cfg: DictConfig) -> str:
     return f"{m.name}-h{m.hidden_dim}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
 
 
+@dataclass
+class PastRun:
+    """What the store holds of an earlier run with the same identity."""
+
+    run_id: str
+    status: str  # RUNNING, FINISHED, FAILED or KILLED
+    name: str
+    test_loss: float | None = None
+    failure: str | None = None  # the FAILURE_TAG, e.g. "error"
+    error: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    logged_epochs: set[int] = field(default_factory=set)  # steps of test/loss already in the store
+
+    def process_alive(self) -> bool:
+        """Whether the process that owns a RUNNING run still exists (only knowable on its host)."""
+        from vaelab.signals import alive
+
+        return self.host == socket.gethostname() and self.pid is not None and alive(self.pid)
+
+
 class NullTracker:
     """Tracking switched off: every call is accepted and dropped."""
 
     enabled = False
     run_id: str | None = None
+    offline: str | None = None  # why logging stopped mid-run, if it did
 
     def __init__(self, **_: Any) -> None:
         pass
 
+    def scope(self) -> str:
+        """Where runs are looked up, as a short tag: checkpoints kept locally are filed under
+        the config's identity and this, so that two stores never share one."""
+        return "untracked"
+
+    def connect(self, identity: str) -> Future:
+        """Reach the store and look the identity up; the future's result is a PastRun or None."""
+        done: Future = Future()
+        done.set_result(None)
+        return done
+
     @contextlib.contextmanager
-    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[NullTracker]:
+    def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
+              resume: PastRun | None = None) -> Iterator[NullTracker]:
         yield self
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -76,6 +124,10 @@ class NullTracker:
     def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None) -> None: ...
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None: ...
     def log_model(self, model: Any, example: np.ndarray) -> None: ...
+    def log_checkpoint(self, path: Path, epoch: int) -> None: ...
+
+    def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
+        return None
 
     def describe(self) -> str:
         return "tracking is off (tracking=none): nothing was logged"
@@ -86,8 +138,10 @@ class MlflowTracker(NullTracker):
 
     Every MLflow call (import, store set-up, the run itself, params, metrics, images, model) runs
     in order on one worker thread that owns the run, so training starts without waiting for MLflow
-    and per-epoch pictures are encoded and written while the next epoch trains. Leaving `start`
-    waits for everything queued, then sets the run's final status.
+    and per-epoch pictures are encoded and written while the next epoch trains. A call that fails
+    is retried for up to `patience_s` (a store locked by another writer costs waiting, not the
+    run); if the store stays away, logging stops and training goes on. Leaving `start` waits for
+    everything queued, then sets the run's final status.
     """
 
     enabled = True
@@ -101,6 +155,8 @@ class MlflowTracker(NullTracker):
         log_model: bool = True,
         run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
         ui_url: str | None = None,
+        connect_timeout_s: float = 10.0,
+        patience_s: float = 120.0,
     ) -> None:
         self.uri = uri
         self.experiment = experiment
@@ -108,59 +164,146 @@ class MlflowTracker(NullTracker):
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model = log_model
         self.ui_url = ui_url
+        self.connect_timeout_s = connect_timeout_s
+        self.patience_s = patience_s
         self.run_id: str | None = None
         self.name: str | None = None
         self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
         self._command = "vaelab"
         self.experiment_id: str | None = None
-        self._worker: _Worker | None = None
+        self._worker = _Worker(patience_s)
+        # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
+
+    def scope(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"{self.uri}\0{self.experiment}".encode()).hexdigest()[:8]
+
+    @property
+    def offline(self) -> str | None:  # type: ignore[override]
+        return self._worker.offline
+
+    def connect(self, identity: str) -> Future:
+        """Reach the store (within `connect_timeout_s`; a busy store gets `patience_s`) and return
+        the latest earlier run with this identity; runs on the worker while the caller loads data."""
+        return self._worker.call(self._connect, identity)
+
+    def _connect(self, identity: str) -> PastRun | None:
+        return self._before_training(self._lookup, identity)
+
+    def _before_training(self, fn: Any, *args: Any) -> Any:
+        """Call `fn` until it succeeds: a store that is unreachable or refuses writes for
+        `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
+        started = time.monotonic()
+        while True:
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
+                waited = time.monotonic() - started
+                if waited > (self.patience_s if _is_busy(err) else self.connect_timeout_s):
+                    raise TrackingError(f"the tracking store {self.uri} cannot be reached or written: "
+                                        f"{_short(err)}; check tracking.uri") from None
+                time.sleep(0.5)
+
+    def _lookup(self, identity: str) -> PastRun | None:
+        from mlflow import MlflowClient
+
+        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
+        client = MlflowClient()
+        found = client.search_runs([self.experiment_id], f"tags.`{IDENTITY_TAG}` = '{identity}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1)
+        if not found:
+            return None
+        run = found[0]
+        tags = run.data.tags
+        logged = {m.step for m in client.get_metric_history(run.info.run_id, "test/loss")}
+        return PastRun(run_id=run.info.run_id, status=run.info.status, name=run.info.run_name,
+                       test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG),
+                       error=tags.get("error"), host=tags.get("vaelab.host"),
+                       pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
+                       logged_epochs=logged)
 
     @contextlib.contextmanager
-    def start(self, cfg: DictConfig, context: RunContext | None = None) -> Iterator[MlflowTracker]:
+    def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
+              resume: PastRun | None = None) -> Iterator[MlflowTracker]:
+        """Open the run (a new one, or `resume`'s, reopened) before yielding: a store that cannot
+        be written fails here, before anything trains."""
+        from vaelab.identity import code_digest
+
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
         context = context or RunContext()
         self._command = " ".join(["vaelab", *context.overrides])
-        self._worker = _Worker()
-        self._worker.submit(self._open, run_name(cfg), bool(cfg.tracking.get("run_name")), params, context)
+        tags = _context_tags(context) | {
+            IDENTITY_TAG: identity, "vaelab.code": code_digest(),
+            "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
+        }
+        self._worker.call(self._before_training, self._open, run_name(cfg), params, tags, context,
+                          resume.run_id if resume else None, bool(cfg.tracking.get("run_name"))).result()
         try:
             yield self
         except KeyboardInterrupt:
-            self._close("KILLED")
+            self._abandon("KILLED")
             raise
         except BaseException as err:
-            self._close("FAILED", f"{type(err).__name__}: {err}")
+            self._abandon("FAILED", f"{type(err).__name__}: {err}")
             raise
         else:
-            self._close("FINISHED")
+            self._finish()
 
-    def _open(self, name: str, named: bool, params: dict[str, Any], context: RunContext) -> None:
+    def _open(self, name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext,
+              resume_id: str | None, named: bool = False) -> None:
         import mlflow
 
-        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
-        if self.parent_run_id and not named:  # a sweep's job: named by the values the sweep varies
+        if self.parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
             name = sweep_job_name(mlflow.get_run(self.parent_run_id).data.tags.get("overrides", ""),
                                   context.overrides) or name
-        self.name = name
-        run = mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                               parent_run_id=self.parent_run_id, tags=_context_tags(context))
-        self.run_id = run.info.run_id
-        mlflow.log_params(_param_values(params))
+        if mlflow.active_run() is None:  # retried calls must not open a second run
+            if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
+                mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
+            else:
+                mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
+                                 parent_run_id=self.parent_run_id, tags=tags)
+        self.run_id = mlflow.active_run().info.run_id
+        self.name = mlflow.active_run().info.run_name or name
+        if resume_id is None:
+            mlflow.log_params(_param_values(params))
         if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
             mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
 
-    def _close(self, status: str, error: str | None = None) -> None:
-        """Wait for everything queued, then end the run; a logging failure fails the run."""
-        worker, self._worker = self._worker, None
-        failure = worker.drain()
-        logging_failed = failure is not None and status == "FINISHED"  # else the run's own error wins
-        if logging_failed:
-            status, error = "FAILED", _logging_failure(failure)
-        if self.run_id is not None:
-            worker.submit(_end_run, status, error, run_note(self._command, self._latest, status, error))
-            worker.drain()
-        worker.stop()
-        if logging_failed:
-            raise TrackingError(error) from failure
+    def _finish(self) -> None:
+        """Wait for everything queued, then end the run FINISHED; if the store went away
+        mid-run, say how to log what is kept locally."""
+        self._worker.drain()
+        if self.offline is None:
+            self._worker.submit(_end_run, "FINISHED", None, self.note("FINISHED"), keep=True)
+            self._worker.drain()
+        self._worker.stop()
+        if self.offline is not None:
+            raise TrackingError(f"the tracking store failed mid-run ({self.offline}); training went on and "
+                                "its checkpoint and metrics are kept locally: run the same command again "
+                                "once the store is back to log them")
+
+    def _abandon(self, status: str, error: str | None = None) -> None:
+        """End the run KILLED or FAILED within seconds: pictures still queued are dropped (the
+        checkpoint is already on disk), and the status is set from this thread."""
+        from vaelab.signals import ignore_further
+
+        if status == "KILLED":
+            ignore_further()
+        self._worker.discard_pending()
+        self._worker.drain(timeout=3.0)
+        if self.run_id is not None and self.offline is None:
+            try:
+                _terminate(self.run_id, status, error, self.note(status, error))
+            except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
+                log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, _short(err))
+        self._worker.stop(wait=False)
+
+    def note(self, status: str, error: str | None = None) -> str:
+        """The run's description: the command that reproduces it and its final results."""
+        return run_note(self._command, self._latest, status, error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._worker.submit(_fluent("log_params"), _param_values(params))
@@ -210,6 +353,25 @@ class MlflowTracker(NullTracker):
         final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
         for key, (value, step, stamp) in final.items():  # same rows as the run's: linked, not duplicated
             mlflow.log_metric(key, value, step=step, timestamp=stamp, model_id=info.model_id)
+
+    def log_checkpoint(self, path: Path, epoch: int) -> None:
+        """Upload the checkpoint just written to `path` as the run's CHECKPOINT artifact, so any
+        machine that reaches the store can resume the run. A hard link freezes this epoch's file
+        while the next epoch replaces `path`."""
+        snapshot = path.with_name(f".upload-{epoch}-{path.name}")
+        snapshot.unlink(missing_ok=True)
+        os.link(path, snapshot)
+        self._worker.submit(_upload_checkpoint, snapshot, epoch, keep=True)
+
+    def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
+        """Download `run_id`'s checkpoint into `dest`; None if it has none."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        if not any(f.path == CHECKPOINT for f in client.list_artifacts(run_id, "checkpoints")):
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
@@ -297,6 +459,34 @@ def _log_dataset(name: str, x: Any, source: str, context: str) -> None:
     mlflow.log_input(MetaDataset(where, name=name, digest=digest), context=context)
 
 
+def _terminate(run_id: str, status: str, error: str | None, note: str | None = None) -> None:
+    """End a run from any thread. FAILED runs are tagged as real errors, which a re-run repeats
+    only when asked; KILLED runs (signals) are resumed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if note:
+        client.set_tag(run_id, "mlflow.note.content", note)
+    if error:
+        client.set_tag(run_id, "error", error[:5000])
+    if status == "FAILED":
+        client.set_tag(run_id, FAILURE_TAG, "error")
+    client.set_terminated(run_id, status=status)
+
+
+def _upload_checkpoint(snapshot: Path, epoch: int) -> None:
+    import mlflow
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            named = Path(tmp) / Path(CHECKPOINT).name
+            os.link(snapshot, named)
+            mlflow.log_artifact(str(named), artifact_path=str(Path(CHECKPOINT).parent))
+        mlflow.set_tag("vaelab.checkpoint_epoch", str(epoch))
+    finally:
+        snapshot.unlink(missing_ok=True)
+
+
 def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
     import mlflow.pytorch
     import torch
@@ -316,47 +506,102 @@ def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
     )
 
 
-def _logging_failure(failure: BaseException) -> str:
-    return f"MLflow logging failed: {type(failure).__name__}: {failure}"
+def _short(err: BaseException) -> str:
+    """The last line of an error's message, cut to 300 characters: enough to act on."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
+def _is_busy(err: BaseException) -> bool:
+    """A store that is there but busy (SQLite locked by another writer) is worth waiting for."""
+    text = str(err).lower()
+    return "database is locked" in text or "database is busy" in text
 
 
 class _Worker:
-    """One thread running submitted calls in order. After a failure it skips the rest of the
-    queue, and `drain` hands the failure back to the caller's thread."""
+    """One thread running submitted calls in order, each retried for up to `patience_s`.
 
-    def __init__(self) -> None:
+    If a call still fails, the worker goes offline: it records why, skips what follows (except
+    clean-up), and never raises into the training thread. `call` returns a Future for the few
+    calls whose result (or error) the caller must wait for; those are not retried here.
+    """
+
+    def __init__(self, patience_s: float) -> None:
+        self.patience_s = patience_s
+        self.offline: str | None = None
         self._queue: queue.Queue = queue.Queue()
-        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        """Queue a call; if an earlier one failed, raise that here instead of logging on blindly."""
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise TrackingError(_logging_failure(failure)) from failure
-        self._queue.put((fn, args, kwargs))
+    def submit(self, fn: Any, *args: Any, keep: bool = False, **kwargs: Any) -> None:
+        """Queue a call, retried until it succeeds or patience runs out; `keep`: never discarded."""
+        self._queue.put((fn, args, kwargs, None, keep))
 
-    def drain(self) -> BaseException | None:
-        self._queue.join()
-        failure, self._failure = self._failure, None
-        return failure
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self._queue.put((fn, args, kwargs, future, True))
+        return future
 
-    def stop(self) -> None:
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything queued has run (or `timeout` seconds have passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+    def discard_pending(self) -> None:
+        """Drop queued calls that are not marked `keep` (pictures, metrics of an abandoned run)."""
+        kept = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            if item is not None and item[4]:
+                kept.append(item)
+        for item in kept:
+            self._queue.put(item)
+
+    def stop(self, wait: bool = True) -> None:
         self._queue.put(None)
-        self._thread.join()
+        if wait:
+            self._thread.join()
 
     def _loop(self) -> None:
         while (item := self._queue.get()) is not None:
-            fn, args, kwargs = item
+            fn, args, kwargs, future, _ = item
             try:
-                if self._failure is None:
-                    fn(*args, **kwargs)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-                self._failure = err
+                if future is not None:
+                    self._run_for(future, fn, args, kwargs)
+                elif self.offline is None:
+                    self._retrying(fn, args, kwargs)
             finally:
                 self._queue.task_done()
         self._queue.task_done()
+
+    @staticmethod
+    def _run_for(future: Future, fn: Any, args: tuple, kwargs: dict) -> None:
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            future.set_exception(err)
+
+    def _retrying(self, fn: Any, args: tuple, kwargs: dict) -> None:
+        deadline = time.monotonic() + self.patience_s
+        delay = 0.25
+        while True:
+            try:
+                fn(*args, **kwargs)
+                return
+            except Exception as err:  # noqa: BLE001 - any store failure: wait, then give up logging
+                if time.monotonic() + delay > deadline:
+                    self.offline = _short(err)
+                    log.warning("MLflow logging stopped: %s", self.offline)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 class _KnownWarnings(logging.Filter):

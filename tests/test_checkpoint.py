@@ -1,0 +1,116 @@
+"""Checkpoints: atomic, readable with weights_only, and a restored state trains on bit for bit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+import torch
+
+from vaelab import checkpoint
+from vaelab.app import plan_resume
+from vaelab.checkpoint import TrainingState
+from vaelab.data import load_mnist, raw_dir
+from vaelab.errors import CheckpointError, ConfigError, PreviousFailure
+from vaelab.models import MLPVAE
+from vaelab.signals import Interrupted, deferred, handle_signals
+from vaelab.tracking import PastRun
+from vaelab.train import fit
+
+
+def make(seed: int = 0):
+    torch.manual_seed(seed)
+    model = MLPVAE(input_dim=784, hidden_dim=32, latent_dim=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    return model, optimizer, scheduler
+
+
+def train(data, epochs: int, resume=None, keep=None):
+    model, optimizer, scheduler = make()
+    kept = {}
+
+    def on_checkpoint(state: TrainingState) -> None:
+        kept[state.epoch] = state.state_dict(run_id="r", identity="i")
+
+    metrics = fit(model, optimizer, data, scheduler=scheduler, epochs=epochs, batch_size=32, eval_batch_size=100,
+                  beta=1.0, warmup_epochs=0, seed=3, progress=False, resume=resume, on_checkpoint=on_checkpoint)
+    if keep is not None:
+        keep.update(kept)
+    return metrics, model
+
+
+def test_a_restored_state_trains_on_exactly_as_if_never_stopped(mnist_root, tmp_path):
+    data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
+    whole, whole_model = train(data, epochs=3)
+    kept: dict = {}
+    train(data, epochs=1, keep=kept)
+    checkpoint.save(kept[1], tmp_path / "last.pt")
+    resumed, resumed_model = train(data, epochs=3, resume=checkpoint.load(tmp_path / "last.pt"))
+    assert {k: v for k, v in resumed.items() if not k.startswith("time/")} == \
+        {k: v for k, v in whole.items() if not k.startswith("time/")}
+    for a, b in zip(whole_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_holds_every_state_and_loads_with_weights_only(mnist_root, tmp_path):
+    data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
+    kept: dict = {}
+    train(data, epochs=2, keep=kept)
+    checkpoint.save(kept[2], tmp_path / "last.pt")
+    loaded = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert loaded["epoch"] == 2 and loaded["run_id"] == "r" and loaded["identity"] == "i"
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= loaded.keys()
+    assert {"torch", "batches", "cuda"} == loaded["rng"].keys()
+    assert [sorted(m) for m in loaded["history"]][0] == sorted(kept[1]["history"][0])
+
+
+def test_saving_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "last.pt"
+    checkpoint.save({"format": checkpoint.FORMAT, "epoch": 1}, target)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        checkpoint.save({"format": checkpoint.FORMAT, "epoch": 2}, target)
+    assert checkpoint.load(target)["epoch"] == 1  # the old checkpoint, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no half-written leftovers
+
+
+def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="trainer.resume=false"):
+        checkpoint.load(tmp_path / "last.pt")
+
+
+def past(status: str, **kw) -> PastRun:
+    return PastRun(run_id="abc", status=status, name="n", **kw)
+
+
+def test_what_a_rerun_does_with_an_earlier_run():
+    assert plan_resume(None, resume=True, retry_failed=False).past is None
+    assert plan_resume(past("FINISHED"), resume=True, retry_failed=False).skip
+    assert plan_resume(past("FINISHED"), resume=False, retry_failed=False).past is None  # fresh
+    assert plan_resume(past("KILLED"), resume=True, retry_failed=False).past.run_id == "abc"
+    dead = past("RUNNING", host=socket.gethostname(), pid=2**22 + 12345)
+    assert plan_resume(dead, resume=True, retry_failed=False).past is dead
+    with pytest.raises(ConfigError, match="still running"):
+        plan_resume(past("RUNNING", host=socket.gethostname(), pid=os.getpid()), resume=True, retry_failed=False)
+    with pytest.raises(PreviousFailure, match="retry_failed=true"):
+        plan_resume(past("FAILED", failure="error"), resume=True, retry_failed=False)
+    assert plan_resume(past("FAILED", failure="error"), resume=True, retry_failed=True).past.run_id == "abc"
+
+
+def test_a_signal_inside_a_deferred_section_is_raised_at_its_end():
+    steps = []
+    with handle_signals(), pytest.raises(Interrupted) as caught:
+        with deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            steps.append("finished the write")
+        steps.append("never")
+    assert steps == ["finished the write"]
+    assert caught.value.exit_code == 143 and caught.value.name == "SIGTERM"

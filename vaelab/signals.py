@@ -1,0 +1,121 @@
+"""SIGINT and SIGTERM as an exception in the main thread, so a run stops where it can be resumed.
+
+SIGTERM is what SLURM and most schedulers send on pre-emption, Ctrl-C sends SIGINT: both raise
+`Interrupted` (a KeyboardInterrupt, so `except KeyboardInterrupt` sees both) at the next bytecode
+of the main thread, which abandons the current epoch. Code that must not be cut in half (writing
+a checkpoint) runs inside `deferred()`: a signal that arrives there is raised when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal; `exit_code` is the shell's 128 + signal number (130, 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+
+
+class _State:
+    depth = 0  # nesting of deferred() sections
+    pending: int | None = None  # a signal that arrived inside one
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+    if _State.depth:
+        _State.pending = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def handle_signals() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into `Interrupted` for the duration (main thread only; a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A section a signal cannot cut: one that arrives meanwhile is raised at its end."""
+    _State.depth += 1
+    try:
+        yield
+    finally:
+        _State.depth -= 1
+        if not _State.depth and _State.pending is not None:
+            signum, _State.pending = _State.pending, None
+            raise Interrupted(signum)
+
+
+def ignore_further() -> None:
+    """While shutting down after a signal, a second Ctrl-C must not cut the clean-up short."""
+    if threading.current_thread() is threading.main_thread():
+        for s in HANDLED:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def forward_to_children(signum: int, wait_s: float = 4.0) -> None:
+    """Send `signum` to this process's descendants (a parallel sweep's workers) and wait, up to
+    `wait_s`, for them to end, so that each closes its own run before the sweep's parent closes."""
+    children = descendants(os.getpid())
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc (Linux); empty where /proc is absent."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])  # field 4: ppid
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state != "Z"
