@@ -43,14 +43,15 @@ def data_overrides(mnist_root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
-    """vaelab's home after `vaelab --multirun model.latent_dim=2,3` and a plain `vaelab` run,
-    the two started side by side through the real command line."""
+    """vaelab's home after `vaelab --multirun model.latent_dim=2,3` and a plain `vaelab` run (another
+    seed: the same config would be one run to vaelab), started side by side through the real
+    command line."""
     home = tmp_path_factory.mktemp("ui_home")
     env = {**os.environ, "VAELAB_HOME": str(home)}
     vaelab, args = [sys.executable, "-m", "vaelab"], data_overrides(mnist_root)
     jobs = [subprocess.Popen([*vaelab, "--multirun", *args, "model.latent_dim=2,3"], env=env, cwd=home,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-            subprocess.Popen([*vaelab, *args], env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+            subprocess.Popen([*vaelab, *args, "trainer.seed=1"], env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     for job in jobs:
         out, _ = job.communicate(timeout=600)
         assert job.returncode == 0, out[-3000:]
@@ -101,12 +102,13 @@ def page(browser, ui: str, shots: Path, request: pytest.FixtureRequest) -> Itera
         context.close()
 
 
-def keep(target, shots: Path, name: str) -> None:
-    """A screenshot of what a check looked at; also a README picture when VAELAB_SCREENSHOTS is set."""
-    target.screenshot(path=str(shots / f"{name}.png"))
-    if README_SHOTS:
+def keep(target, shots: Path, name: str, readme: bool = False, **options: object) -> None:
+    """A screenshot of what a check looked at; with `readme` and VAELAB_SCREENSHOTS set, also
+    the README picture of that name."""
+    target.screenshot(path=str(shots / f"{name}.png"), **options)
+    if readme and README_SHOTS:
         Path(README_SHOTS).mkdir(parents=True, exist_ok=True)
-        target.screenshot(path=str(Path(README_SHOTS) / f"{name}.png"))
+        target.screenshot(path=str(Path(README_SHOTS) / f"{name}.png"), **options)
 
 
 def row(page, name: str):
@@ -152,7 +154,7 @@ def test_the_image_grid_offers_every_keyed_image_and_the_step_slider_changes_the
     assert move_to(1.0) == last  # back at the last epoch, for the screenshot
     dialog.locator("img").last.evaluate("img => img.decode()")
     keep(dialog.locator(".du-bois-light-modal").first if dialog.locator(".du-bois-light-modal").count()
-         else dialog, shots, "ui_image_grid")
+         else dialog, shots, "ui_image_grid", readme=True)
     passed(request)
 
 
@@ -171,7 +173,7 @@ def test_the_sweep_parent_expands_to_its_children_and_shows_the_best_test_loss(p
     col = header.first.get_attribute("col-id")
     value = row(page, "sweep latent_dim (2)").locator(f"[role=gridcell][col-id='{col}']")
     assert float(value.first.inner_text()) > 0
-    keep(page, shots, "ui_sweep_parent")
+    keep(page, shots, "ui_sweep_parent", readme=True, clip={"x": 0, "y": 0, "width": 1800, "height": 420})
     passed(request)
 
 

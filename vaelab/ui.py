@@ -95,10 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     store = args.store or default_store()
     print(f"vaelab ui: {store} at http://{args.host}:{args.port}", flush=True)
-    try:
-        return subprocess.call(server_command(store, args.host, args.port))
-    except KeyboardInterrupt:
-        return 130
+    command = server_command(store, args.host, args.port)
+    os.execv(command[0], command)  # the server becomes this process: Ctrl-C and kill reach it directly
 
 
 if __name__ == "__main__":

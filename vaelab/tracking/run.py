@@ -18,7 +18,6 @@ import copy
 import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import TrackingError
 from vaelab.tracking.links import run_link, ui_base
+from vaelab.tracking.presentation import FIGURES, log_dataset, model_name, run_note, sweep_job_name, ui_hint
 from vaelab.tracking.store import use_experiment
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ class MlflowTracker(NullTracker):
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images."""
-        self._worker.submit(_log_dataset, name, x, source, context)
+        self._worker.submit(log_dataset, name, x, source, context)
 
     def log_model(self, model: Any, example: np.ndarray) -> None:
         """Log a CPU copy of the model under a name of its run, its final test metrics linked to it."""
@@ -378,47 +378,6 @@ class MlflowTracker(NullTracker):
         return f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); {ui_hint(self.uri)}: {link}"
 
 
-FIGURES = "figures"  # one-off figures; images/ belongs to MLflow's keyed images
-
-
-def ui_hint(uri: str | None) -> str:
-    """How to open the UI that serves `uri`."""
-    if uri and uri.startswith(("http://", "https://")):
-        return "open"
-    return "open the UI with `vaelab ui` (or `make ui`) and go to"
-
-
-def model_name(run_name: str) -> str:
-    """A logged-model name from the run name (MLflow forbids / : . % and quotes in it)."""
-    return "vae-" + re.sub(r"[/:.%\"' ]+", "_", run_name).strip("_")
-
-
-def sweep_job_name(sweep_overrides: str, job_overrides: list[str]) -> str | None:
-    """A sweep job's name: the values of the keys the sweep varies, e.g. `latent_dim=2 beta=4`."""
-    from vaelab.tracking.summary import short_keys, swept_keys
-
-    swept = swept_keys(sweep_overrides.split())
-    values = dict(o.split("=", 1) for o in job_overrides if "=" in o)
-    short = short_keys(swept)
-    parts = [f"{short[k]}={values[k]}" for k in swept if k in values]
-    return " ".join(parts) or None
-
-
-def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status: str, error: str | None) -> str:
-    """The run's description (markdown): how to run it again and its final results."""
-    lines = ["**Command**", "", "```", command, "```", ""]
-    if error:
-        lines += [f"**{status}**: `{error[:500]}`", ""]
-    shown = [k for k in NOTE_METRICS if k in latest]
-    if shown:
-        lines += ["**Final results** (nats/image)", "", "| metric | value | epoch |", "|---|---|---|"]
-        lines += [f"| {k} | {latest[k][0]:.2f} | {latest[k][1]} |" for k in shown]
-    return "\n".join(lines)
-
-
-NOTE_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
-
-
 def _param_values(params: Mapping[str, Any]) -> dict[str, Any]:
     """MLflow drops None values: show them as the YAML spelling instead."""
     return {k: ("null" if v is None else v) for k, v in params.items()}
@@ -441,22 +400,6 @@ def _end_run(status: str, error: str | None, note: str | None = None) -> None:
     if error:
         mlflow.set_tag("error", error[:5000])
     mlflow.end_run(status=status)
-
-
-def _log_dataset(name: str, x: Any, source: str, context: str) -> None:
-    import hashlib
-
-    import mlflow
-    import warnings
-
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    digest = hashlib.md5(x.detach().cpu().numpy().tobytes()).hexdigest()[:8]  # the images as used
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local folder either way
-        warnings.simplefilter("ignore")
-        where = resolve_dataset_source(source)
-    mlflow.log_input(MetaDataset(where, name=name, digest=digest), context=context)
 
 
 def _terminate(run_id: str, status: str, error: str | None, note: str | None = None) -> None:
