@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
+SERVER_PORT ?= 5001
 ARGS   ?=
 
-.PHONY: install train test test-fast ui bench clean
+.PHONY: install train test test-fast ui server bench clean
 
 install: $(STAMP)
 
@@ -30,6 +31,11 @@ test-fast: $(STAMP)
 # vaelab's store (VAELAB_HOME, else this checkout's runs/) in the MLflow UI: the same as `vaelab ui`.
 ui: $(STAMP)
 	$(PY) -m vaelab.ui --host $(HOST) --port $(PORT)
+
+# A shared tracking server: PostgreSQL (data in runs/postgres, kept) + MLflow on $(HOST):$(SERVER_PORT),
+# in the foreground; it prints the tracking.uri= to pass to vaelab; Ctrl-C stops both.
+server: $(STAMP)
+	$(PY) -m vaelab.services server --host $(HOST) --port $(SERVER_PORT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py $(ARGS)
