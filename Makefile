@@ -28,9 +28,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# vaelab's store (VAELAB_HOME, else this checkout's runs/) in the MLflow UI: the same as `vaelab ui`.
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db \
-		--default-artifact-root $(CURDIR)/runs/mlartifacts --host $(HOST) --port $(PORT)
+	$(PY) -m vaelab.ui --host $(HOST) --port $(PORT)
 
 # A shared tracking server: PostgreSQL (data in runs/postgres, kept) + MLflow on $(HOST):$(SERVER_PORT),
 # in the foreground; it prints the tracking.uri= to pass to vaelab; Ctrl-C stops both.

@@ -71,8 +71,8 @@ def main() -> None:
     print(row("test -ELBO", "recon", "KL", "run"))
     print(row(*["---"] * 4))
     print(row(fmt(m, "test/loss"), fmt(m, "test/recon"), fmt(m, "test/kl"), run.info.run_id))
-    fetch(run, "images/latent_scatter.png", "keras_seed_latent_scatter.png")
-    fetch(run, "images/manifold.png", "keras_seed_manifold.png")
+    fetch(run, "figures/latent_space.png", "keras_seed_latent_scatter.png")
+    fetch(run, "figures/manifold.png", "keras_seed_manifold.png")
     last = int(run.data.params["trainer.epochs"])
     for key in ("reconstructions", "samples"):
         stepped = [f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 from vaelab import app
 from vaelab.data import load_mnist, raw_dir
 from vaelab.errors import ConfigError
+from vaelab.tracking.store import model_uri
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +34,27 @@ def test_a_tracked_run_logs_params_metrics_images_and_the_model(tracked_cfg, mni
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
     assert run.data.metrics["test/loss"] == pytest.approx(loss)
     assert run.data.metrics["test/loss"] == pytest.approx(run.data.metrics["test/recon"] + run.data.metrics["test/kl"], rel=1e-5)
-    files = {f.path for f in client.list_artifacts(run.info.run_id, "images")}
-    assert {"images/latent_scatter.png", "images/manifold.png"} <= files
-    steps = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
-    assert any(p.startswith("images/reconstructions+step+2+") and p.endswith(".png") for p in steps), steps
-    assert any("samples" in p for p in steps)
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    figures = {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/latent_space.png", "figures/manifold.png", "figures/kl_per_dimension.png"} <= figures
+    keyed = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
+    for key in ("reconstructions", "samples", "latent_space", "manifold"):
+        for step in (1, 2):
+            assert any(p.startswith(f"images/{key}+step+{step}+") for p in keyed), (key, step, keyed)
+    # the UI drops every keyed image of a run if one file in images/ is not key+step+...
+    assert all(p.split("/")[1].split("+")[1:3] and "+step+" in p for p in keyed), keyed
+    assert {"test/kl_z0", "test/kl_z1"} <= run.data.metrics.keys()
+    note = run.data.tags["mlflow.note.content"]
+    assert "vaelab" in note and f"| test/loss | {loss:.2f} | 2 |" in note
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist train (200)", "mnist test (60)"}
+    assert inputs["mnist train (200)"].tags[0].value == "training"
+    [output] = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.name == "vae-mlp-h256-z2-b1_0"
+    linked = {m.key: m.value for m in logged.metrics}
+    assert linked["test/loss"] == pytest.approx(loss) and "test/kl_z1" in linked
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/loss")] == [1, 2]  # not doubled
+    model = mlflow.pytorch.load_model(model_uri(MlflowClient().get_run(run.info.run_id)))
     out = model(torch.rand(3, 784))
     assert out.logits.shape == (3, 784) and out.mu.shape == (3, 2)
 
@@ -119,8 +135,8 @@ def test_higher_dimensional_latents_are_projected_and_iw_nll_is_logged(tracked_c
     run = only_run(cfg)
     assert run.data.params["iw.k"] == "8"
     assert run.data.metrics["test/iw_nll"] <= run.data.metrics["test/loss"] + 5  # a tighter bound, up to noise
-    names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")}
-    assert "images/latent_scatter.png" in names and "images/manifold.png" not in names
+    names = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
+    assert "figures/latent_space.png" in names and "figures/manifold.png" not in names
 
 
 def test_probe_picks_one_image_per_digit_twice(mnist_root):

@@ -28,13 +28,37 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
     out = vaelab("--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "vaelab: train a Variational Autoencoder" in out.stdout
-    for line in ("model: conv, mlp, mlp_deep_tanh, mlp_large",
+    for line in ("model: mlp, conv, mlp_deep_tanh, mlp_large",  # the default first
                  "experiment: iwae_burda, keras_conv, keras_seed, pytorch_example",
-                 "optimizer: adam, adamw, rmsprop, sgd", "loss: beta_vae, elbo, elbo_warmup, iwae",
+                 "optimizer: adam, adamw, rmsprop, sgd", "loss: elbo, beta_vae, elbo_warmup, iwae",
                  "likelihood: bernoulli, continuous_bernoulli, gaussian, gaussian_learned",
-                 "kl: capacity, constant, cyclical, free_bits, warmup",
-                 "data: fashion_mnist, idx, kmnist, mnist, mnist_binarized, npz"):
+                 "kl: constant, capacity, cyclical, free_bits, warmup",
+                 "data: mnist, fashion_mnist, idx, kmnist, mnist_binarized, npz",
+                 "scheduler: constant, burda, cosine"):
         assert line in out.stdout
+
+
+def test_help_describes_every_key_of_the_schema(tmp_path):
+    from vaelab.config import key_help
+
+    out = vaelab("--help", "loss=beta_vae", cwd=tmp_path)
+    assert "loss: beta_vae, elbo, elbo_warmup, iwae" in out.stdout  # the option chosen first
+    lines = out.stdout.splitlines()
+    for key, about in key_help().items():
+        assert about, f"{key} has no description in vaelab/config.py"
+        [line] = [x for x in lines if x.strip().startswith(f"{key}=")]
+        assert line.rstrip().endswith(about), line
+    assert "Traceback" not in out.stderr
+
+
+def test_shell_completion_alone_explains_itself_and_completes_when_installed(tmp_path):
+    out = vaelab("--shell-completion", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert 'eval "$(vaelab -sc install=bash)"' in out.stderr
+    install = vaelab("-sc", "install=bash", cwd=tmp_path)
+    assert install.returncode == 0 and "complete -o nospace -o default -F hydra_bash_completion" in install.stdout
+    query = vaelab("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": "vaelab model.lat", "COMP_POINT": "16"})
+    assert query.stdout.split() == ["model.latent_dim="]
 
 
 def test_an_out_of_range_value_is_one_line_exit_2_and_no_run(tmp_path, mnist_root):
@@ -55,27 +79,36 @@ def test_a_misspelt_key_fails_before_anything_runs(tmp_path):
 
 def test_multirun_nests_each_job_under_one_parent_with_a_summary(tmp_path, mnist_root):
     args = [a for a in tiny_overrides(mnist_root) if a != "tracking=none"]
-    out = vaelab("--multirun", *args, "model.latent_dim=2,3", "tracking.log_model=false",
-                 "trainer.images_every=0", cwd=tmp_path)
+    out = vaelab("--multirun", *args, "model.latent_dim=2,3", "loss.beta=1,4", "tracking.log_model=false",
+                 "trainer.images_every=0", "trainer.epochs=1", "data.limit=64", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = mlflow.get_experiment_by_name("vaelab")
     runs = MlflowClient().search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1"]
+    assert sorted(c.data.tags["hydra.job.num"] for c in children) == ["0", "1", "2", "3"]
     assert all(c.data.tags["hydra.sweep.dir"] == parent.data.tags["hydra.sweep.dir"] for c in children)
-    assert {c.info.run_name for c in children} == {"mlp-h256-z2-b1.0", "mlp-h256-z3-b1.0"}
+    assert {c.info.run_name for c in children} == {
+        "latent_dim=2 beta=1", "latent_dim=2 beta=4", "latent_dim=3 beta=1", "latent_dim=3 beta=4"}
+    assert parent.info.run_name == "sweep latent_dim×beta (4)"
+    assert parent.data.params["model.latent_dim"] == "2, 3" and parent.data.params["loss.beta"] == "1, 4"
+    assert parent.data.params["trainer.epochs"] == "1" and parent.data.params["data.limit"] == "64"
+    best = min(children, key=lambda c: c.data.metrics["test/loss"])
+    assert parent.data.tags["vaelab.best_run_id"] == best.info.run_id
+    for key in ("test/loss", "test/recon", "test/kl"):
+        assert parent.data.metrics[f"best/{key}"] == best.data.metrics[key]
     table = MlflowClient().download_artifacts(parent.info.run_id, "sweep_summary.csv", str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
-    assert [r["job"] for r in rows] == ["0", "1"]
-    assert "model.latent_dim=3" in rows[1]["overrides"] and float(rows[1]["test/loss"]) > 0
-    parent_images = {f.path for f in MlflowClient().list_artifacts(parent.info.run_id, "images")}
-    assert "images/rate_distortion.png" in parent_images
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    assert [(r["latent_dim"], r["beta"]) for r in rows] == [("2", "1"), ("2", "4"), ("3", "1"), ("3", "4")]
+    assert "test/iw_nll" not in rows[0] and len(rows[0]["test/loss"].split(".")[1]) == 2
+    figures = {f.path for f in MlflowClient().list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/rate_distortion.png", "figures/test_loss_per_config.png"} <= figures
     hydra_files = {f.path for f in MlflowClient().list_artifacts(children[0].info.run_id, "hydra")}
     assert {"hydra/config.yaml", "hydra/overrides.yaml"} <= hydra_files
 

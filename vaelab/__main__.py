@@ -91,6 +91,24 @@ def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest
     )
 
 
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
+COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
+  eval "$(vaelab -sc install=bash)"     # complete groups, options and keys in this bash session
+  vaelab -sc install=fish | source      # fish; also install=zsh; uninstall=bash removes it"""
+
+
+def other_command(args: list[str]) -> None:
+    """`vaelab ui [...]` serves the store; a bare `--shell-completion` explains itself; anything
+    else is left to the Hydra app."""
+    if args[:1] == ["ui"]:
+        from vaelab.ui import main as ui
+
+        sys.exit(ui(args[1:]))
+    if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
+        print(COMPLETION_USAGE, file=sys.stderr)
+        sys.exit(2)
+
+
 def parallel_jobs(launcher: DictConfig) -> int:
     """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: all cores)."""
     n_jobs = launcher.get("n_jobs") if "Joblib" in str(launcher.get("_target_", "")) else None
@@ -102,6 +120,7 @@ def parallel_jobs(launcher: DictConfig) -> int:
 
 def main() -> None:
     """The console script: Hydra's app, with every error reported as vaelab's own."""
+    other_command(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra hands errors to us instead of printing tracebacks
     try:
         with handle_signals():

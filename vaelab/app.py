@@ -25,11 +25,11 @@ from vaelab.checkpoint import TrainingState
 from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import validate
-from vaelab.data import Dataset
+from vaelab.data import Dataset, default_root
 from vaelab.errors import ConfigError, PreviousFailure
 from vaelab.identity import config_identity
 from vaelab.linear_probe import probe_accuracy
-from vaelab.metrics import active_units, decode, encode_means, iw_nll, reconstruct
+from vaelab.metrics import active_units, decode, encode_means, iw_nll, kl_per_dimension, reconstruct
 from vaelab.models import VAE
 from vaelab.objectives import ELBO
 from vaelab.summary import model_summary
@@ -109,6 +109,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
               flush=True)
     with tracker.start(cfg, context, identity, resume=past):
         logged = replay_history(tracker, resume, past)
+        log_datasets(tracker, cfg.data, data)
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
         report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap(), logged=logged)
         report_startup(tracker, context, started)
@@ -297,13 +298,23 @@ def _build(group: str, factory_cfg: DictConfig, arg: object):  # noqa: ANN202
         raise ConfigError(f"{group} {factory_cfg.get('_target_')} could not be built: {cause}") from None
 
 
-class Probe:
-    """Fixed inputs for the pictures: one test image per digit (x2) and fixed sample latents."""
+def log_datasets(tracker: NullTracker, data_cfg: DictConfig, data: Dataset) -> None:
+    """The train and test images as MLflow dataset inputs, named with how many were used."""
+    source = str(data_cfg.get("root") or data_cfg.get("path") or default_root())
+    tracker.log_dataset(f"{data_cfg.name} train ({len(data.train):,})", data.train.x, source, "training")
+    tracker.log_dataset(f"{data_cfg.name} test ({len(data.test):,})", data.test.x, source, "testing")
 
-    def __init__(self, originals: torch.Tensor, z_samples: torch.Tensor, image_shape: tuple[int, ...] = (1, 28, 28)):
+
+class Probe:
+    """Fixed inputs for the pictures: one test image per class (x2), fixed sample latents, the
+    image shape, and the test set (for the latent scatter)."""
+
+    def __init__(self, originals: torch.Tensor, z_samples: torch.Tensor, image_shape: tuple[int, ...] = (1, 28, 28),
+                 test_x: torch.Tensor | None = None, test_y: torch.Tensor | None = None):
         self.originals = originals  # (20, D)
         self.z_samples = z_samples  # (64, latent_dim)
         self.image_shape = image_shape  # (C, H, W) of one image, for the pictures
+        self.test_x, self.test_y = test_x, test_y  # (N, D), (N,) or None without labels
 
     @classmethod
     def from_data(cls, data: Dataset, latent_dim: int, seed: int) -> Probe:
@@ -315,7 +326,7 @@ class Probe:
             picks = [w[0] for w in where if w] + [w[1] for w in where if len(w) > 1]  # 0-9, then 0-9
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(SAMPLE_GRID, latent_dim, generator=gen).to(x.device)
-        return cls(x[picks], z, data.image_shape)
+        return cls(x[picks], z, data.image_shape, x, y)
 
 
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
@@ -325,17 +336,34 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
-        from vaelab.plots import image_grid, reconstruction_grid
-
-        shape = probe.image_shape
-        tracker.log_image("reconstructions", reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
-        tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
+        log_epoch_images(tracker, model, probe, cfg, epoch)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
           f"  beta {metrics['beta']:.3g}  {metrics['time/wall_s']:.1f}s", flush=True)
     if epoch not in logged:
         tracker.log_metrics(metrics, step=epoch)
+
+
+def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int) -> None:
+    """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
+    reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold."""
+    from vaelab.plots import image_grid, latent_scatter, manifold_figure, manifold_latents, reconstruction_grid
+
+    shape = probe.image_shape
+    tracker.log_image("reconstructions",
+                      reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
+    tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
+    mu, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
+    labels = probe.test_y
+    tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, labels, title=f"{name} · epoch {epoch}"), epoch)
+    if cfg.model.latent_dim == 2:
+        decoded = decode(model, manifold_latents().to(mu.device))
+        tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=shape, title=f"{name} · epoch {epoch}"),
+                         epoch)
+
+
+LATENT_KEY = "latent_space"  # the keyed image of the test set's latent means
 
 
 class Lap:
@@ -353,7 +381,9 @@ class Lap:
 def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, probe: Probe) -> str:
     """End-of-run evaluation and figures; returns extra text for the console summary."""
     mu, logvar = encode_means(model, data.test.x, cfg.trainer.eval_batch_size)
+    kl_dims = kl_per_dimension(mu, logvar).tolist()
     final = {"test/active_units": float(active_units(mu, logvar))}
+    final |= {f"test/kl_z{i}": kl for i, kl in enumerate(kl_dims)}  # collapsed units show as ~0
     if cfg.trainer.iw_samples:
         tracker.log_params({"iw.k": cfg.trainer.iw_samples})
         final["test/iw_nll"] = iw_nll(model, data.test.x, cfg.trainer.iw_samples, cfg.trainer.iw_batch_size,
@@ -364,10 +394,13 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
                                                  cfg.probe.l2, seed=cfg.trainer.seed)
     tracker.log_metrics(final, step=cfg.trainer.epochs)
     if tracker.enabled:
+        from vaelab.plots import kl_per_dimension as kl_figure
         from vaelab.plots import latent_scatter, manifold_figure, manifold_latents
 
-        tracker.log_figure(latent_scatter(mu, data.test.y), "latent_scatter")
+        tracker.log_plot("kl_per_dimension", lambda name: kl_figure(kl_dims, title=name))
+        tracker.log_plot("latent_space", lambda name: latent_scatter(mu, data.test.y, title=name))
         if cfg.model.latent_dim == 2:
-            tracker.log_figure(manifold_figure(decode(model, manifold_latents().to(mu.device)), shape=probe.image_shape), "manifold")
+            decoded = decode(model, manifold_latents().to(mu.device))
+            tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=probe.image_shape, title=name))
         tracker.log_model(model, data.test.x[:1].cpu().numpy())
-    return "".join(f"; {k} {v:.2f}" for k, v in final.items())
+    return "".join(f"; {k} {v:.2f}" for k, v in final.items() if not k.startswith("test/kl_z"))

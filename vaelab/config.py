@@ -29,138 +29,148 @@ PRECISIONS = ("fp32", "bf16")
 _ABSENT = object()
 
 
+def key(default: Any, help: str) -> Any:  # noqa: A002 - the word --help prints
+    """A schema field with its one-line description, which `vaelab --help` prints."""
+    return field(default=default, metadata={"help": help})
+
+
+def key_factory(factory: Any, help: str) -> Any:  # noqa: A002
+    """`key` for a mutable default (a list or dict), built fresh for every config."""
+    return field(default_factory=factory, metadata={"help": help})
+
+
 @dataclass
 class DataConfig:
     """Keys every data source has; `_target_` picks the source (vaelab/data/sources.py)."""
 
-    _target_: str = "vaelab.data.TorchvisionIdx"
-    name: str = "mnist"
-    limit: Optional[int] = None  # train on the first N images (smoke runs)
-    test_limit: Optional[int] = None  # evaluate on the first N test images
-    binarize: str = "none"  # none | dynamic (Bernoulli resampling per batch)
-    binarize_seed: int = 0  # the fixed binarization of the test set under `dynamic`
+    _target_: str = key("vaelab.data.TorchvisionIdx", "the class that builds it")
+    name: str = key("mnist", "name of the data set, in run names and in the UI's Dataset column")
+    limit: Optional[int] = key(None, "train on the first N training images (null: all 60,000)")
+    test_limit: Optional[int] = key(None, "evaluate on the first N test images (null: all 10,000)")
+    binarize: str = key("none", "none | dynamic (Bernoulli-resample every training batch)")
+    binarize_seed: int = key(0, "seed of the one fixed binarization of the test set under dynamic")
 
 
 @dataclass
 class TorchvisionDataConfig(DataConfig):
-    root: Optional[str] = None  # torchvision layout <root>/<folder>/raw; None: ~/.cache/vaelab
-    folder: str = "MNIST"  # torchvision's class name: MNIST, FashionMNIST, KMNIST
-    md5: dict[str, str] = field(default_factory=dict)  # file name -> md5 (IDX files or their .gz)
-    verify: bool = True  # md5-check the files; tests with synthetic files turn it off
-    download: Optional[str] = None  # torchvision class that downloads it, e.g. torchvision.datasets.MNIST
-    offline: list[str] = field(default_factory=list)  # more fetchers (dotted paths) tried after it
+    root: Optional[str] = key(None, "folder holding <folder>/raw (torchvision layout); null: ~/.cache/vaelab or $VAELAB_DATA")
+    folder: str = key("MNIST", "torchvision's class name: MNIST, FashionMNIST, KMNIST")
+    md5: dict[str, str] = key_factory(dict, "file name -> md5 (IDX files or their .gz)")
+    verify: bool = key(True, "md5-check the files before use")
+    download: Optional[str] = key(None, "torchvision class that downloads it, e.g. torchvision.datasets.MNIST")
+    offline: list[str] = key_factory(list, "more fetchers (dotted paths) tried after it")
 
 
 @dataclass
 class IdxDataConfig(DataConfig):
-    _target_: str = "vaelab.data.IdxFiles"
-    path: str = MISSING  # folder with {train,t10k}-images-idx3-ubyte (+ -labels-idx1-ubyte, optional)
-    shape: Optional[list[int]] = None  # (C, H, W); None: (1, rows, cols) from the IDX header
+    _target_: str = key("vaelab.data.IdxFiles", "the class that builds it")
+    path: str = key(MISSING, "folder with {train,t10k}-images-idx3-ubyte (+ -labels-idx1-ubyte, optional)")
+    shape: Optional[list[int]] = key(None, "(C, H, W); None: (1, rows, cols) from the IDX header")
 
 
 @dataclass
 class NpzDataConfig(DataConfig):
-    _target_: str = "vaelab.data.NpzFile"
-    path: str = MISSING  # .npz with x_train, x_test (+ y_train, y_test, optional)
-    shape: list[int] = field(default_factory=lambda: [1, 28, 28])  # (C, H, W) of one image
-    scale: float = 255.0  # the pixel value that means 1.0 (1.0 for floats already in [0, 1])
+    _target_: str = key("vaelab.data.NpzFile", "the class that builds it")
+    path: str = key(MISSING, ".npz with x_train, x_test (+ y_train, y_test, optional)")
+    shape: list[int] = key_factory(lambda: [1, 28, 28], "(C, H, W) of one image")
+    scale: float = key(255.0, "the pixel value that means 1.0 (1.0 for floats already in [0, 1])")
 
 
 @dataclass
 class ModelConfig:
-    _target_: str = "vaelab.models.MLPVAE"
-    name: str = "mlp"
-    input_dim: Optional[int] = None  # None: from the data's image shape
-    hidden_dim: int = 256
-    depth: int = 1  # hidden layers in the encoder and, mirrored, in the decoder
-    latent_dim: int = 2
-    activation: str = "torch.nn.ReLU"
-    init: Optional[str] = None  # None: torch's default; or a function applied to every module
+    _target_: str = key("vaelab.models.MLPVAE", "the VAE class to build")
+    name: str = key("mlp", "label of the architecture in run names")
+    input_dim: Optional[int] = key(None, "pixels per image; null: from the data's image shape")
+    hidden_dim: int = key(256, "units in each hidden layer")
+    depth: int = key(1, "hidden layers in the encoder and, mirrored, in the decoder")
+    latent_dim: int = key(2, "dimensions of z")
+    activation: str = key("torch.nn.ReLU", "activation class between layers")
+    init: Optional[str] = key(None, "function applied to every module to initialise it (null: torch's default)")
 
 
 @dataclass
 class ConvModelConfig:
-    _target_: str = "vaelab.models.ConvVAE"
-    name: str = "conv"
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # Conv2d outputs; the decoder mirrors them
-    kernels: list[int] = field(default_factory=lambda: [3, 3])
-    strides: list[int] = field(default_factory=lambda: [2, 2])
-    dense_dim: int = 16
-    latent_dim: int = 2
-    activation: str = "torch.nn.ReLU"
-    init: Optional[str] = None
+    _target_: str = key("vaelab.models.ConvVAE", "the class that builds it")
+    name: str = key("conv", "label in run names and in the UI")
+    channels: list[int] = key_factory(lambda: [32, 64], "Conv2d outputs; the decoder mirrors them")
+    kernels: list[int] = key_factory(lambda: [3, 3], "Conv2d kernel sizes, one per layer")
+    strides: list[int] = key_factory(lambda: [2, 2], "Conv2d strides, one per layer")
+    dense_dim: int = key(16, "units of the dense layer between the convolutions and z")
+    latent_dim: int = key(2, "dimensions of z")
+    activation: str = key("torch.nn.ReLU", "activation class between layers")
+    init: Optional[str] = key(None, "function applied to every module to initialise it (null: torch's default)")
 
 
 @dataclass
 class LikelihoodConfig:
-    _target_: str = "vaelab.likelihoods.Bernoulli"
-    name: str = "bernoulli"
+    _target_: str = key("vaelab.likelihoods.Bernoulli", "the class that builds it")
+    name: str = key("bernoulli", "label in run names and in the UI")
 
 
 @dataclass
 class ContinuousBernoulliConfig(LikelihoodConfig):
-    _target_: str = "vaelab.likelihoods.ContinuousBernoulli"
-    name: str = "continuous_bernoulli"
-    taylor_below: float = 1e-2  # |logit| under which log C uses its Taylor series
+    _target_: str = key("vaelab.likelihoods.ContinuousBernoulli", "the class that builds it")
+    name: str = key("continuous_bernoulli", "label in run names and in the UI")
+    taylor_below: float = key(1e-2, "|logit| under which log C uses its Taylor series")
 
 
 @dataclass
 class GaussianConfig(LikelihoodConfig):
-    _target_: str = "vaelab.likelihoods.Gaussian"
-    name: str = "gaussian"
-    sigma: float = 0.1  # the fixed sigma, or the learned one's start
-    learn_sigma: bool = False  # learn one sigma per pixel
+    _target_: str = key("vaelab.likelihoods.Gaussian", "the class that builds it")
+    name: str = key("gaussian", "label in run names and in the UI")
+    sigma: float = key(0.1, "the fixed sigma, or the learned one's start")
+    learn_sigma: bool = key(False, "learn one sigma per pixel")
 
 
 @dataclass
 class LossConfig:
-    _target_: str = "vaelab.objectives.ELBO"
-    name: str = "elbo"
-    beta: float = 1.0  # weight of the KL term (Higgins et al. 2017); 1.0 is the plain ELBO
+    _target_: str = key("vaelab.objectives.ELBO", "the class that builds it")
+    name: str = key("elbo", "label of the objective in run names")
+    beta: float = key(1.0, "weight of the KL term (Higgins et al. 2017); 1.0 is the plain ELBO")
 
 
 @dataclass
 class IWAELossConfig(LossConfig):
-    _target_: str = "vaelab.objectives.IWAE"
-    name: str = "iwae"
-    k: int = 5  # importance samples per image in the training bound
+    _target_: str = key("vaelab.objectives.IWAE", "the class that builds it")
+    name: str = key("iwae", "label in run names and in the UI")
+    k: int = key(5, "importance samples per image in the training bound")
 
 
 @dataclass
 class KLConfig:
-    _target_: str = "vaelab.kl_schedules.Constant"
-    name: str = "constant"
+    _target_: str = key("vaelab.kl_schedules.Constant", "the class that builds it")
+    name: str = key("constant", "label in run names and in the UI")
 
 
 @dataclass
 class WarmupKLConfig(KLConfig):
-    _target_: str = "vaelab.kl_schedules.Warmup"
-    name: str = "warmup"
-    epochs: float = 10.0  # beta rises linearly, step by step, over this many epochs
+    _target_: str = key("vaelab.kl_schedules.Warmup", "the class that builds it")
+    name: str = key("warmup", "label in run names and in the UI")
+    epochs: float = key(10.0, "beta rises linearly, step by step, over this many epochs")
 
 
 @dataclass
 class CyclicalKLConfig(KLConfig):
-    _target_: str = "vaelab.kl_schedules.Cyclical"
-    name: str = "cyclical"
-    cycles: int = 4
-    ratio: float = 0.5  # share of each cycle spent rising from 0 to beta
+    _target_: str = key("vaelab.kl_schedules.Cyclical", "the class that builds it")
+    name: str = key("cyclical", "label in run names and in the UI")
+    cycles: int = key(4, "number of cycles over training")
+    ratio: float = key(0.5, "share of each cycle spent rising from 0 to beta")
 
 
 @dataclass
 class CapacityKLConfig(KLConfig):
-    _target_: str = "vaelab.kl_schedules.Capacity"
-    name: str = "capacity"
-    gamma: float = 100.0
-    c_max: float = 25.0  # nats
-    fraction: float = 0.5  # share of training over which the capacity rises to c_max
+    _target_: str = key("vaelab.kl_schedules.Capacity", "the class that builds it")
+    name: str = key("capacity", "label in run names and in the UI")
+    gamma: float = key(100.0, "weight of |KL - C|")
+    c_max: float = key(25.0, "nats")
+    fraction: float = key(0.5, "share of training over which the capacity rises to c_max")
 
 
 @dataclass
 class FreeBitsKLConfig(KLConfig):
-    _target_: str = "vaelab.kl_schedules.FreeBits"
-    name: str = "free_bits"
-    floor: float = 0.5  # nats per latent dimension (Kingma et al.'s lambda)
+    _target_: str = key("vaelab.kl_schedules.FreeBits", "the class that builds it")
+    name: str = key("free_bits", "label in run names and in the UI")
+    floor: float = key(0.5, "nats per latent dimension (Kingma et al.'s lambda)")
 
 
 # Each option's YAML starts from its schema: `defaults: [/schema/<group>/<name>@_here_, _self_]`.
@@ -177,42 +187,43 @@ SCHEMAS: dict[str, dict[str, type]] = {
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 30
-    batch_size: int = 128
-    eval_batch_size: int = 2000
-    seed: int = 0
-    device: str = "auto"  # auto (cuda -> mps -> cpu) | cpu | cuda | cuda:1 | mps
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; losses stay float32)
-    progress: bool = True
-    progress_every: int = 50  # steps between refreshes of the running loss on the bar
-    images_every: int = 1  # epochs between reconstruction grids (0: only at the end)
-    iw_samples: int = 0  # k of the importance-weighted bound at the end (0: skip)
-    iw_batch_size: int = 20  # test images per IW batch (each expands to k samples)
-    threads: Optional[int] = None  # torch threads; None: all cores, shared out among parallel jobs
-    checkpoint_every: int = 1  # epochs between checkpoints (0: none); the last epoch always has one
-    resume: bool = True  # a re-run skips a finished config and continues an interrupted one; false: fresh
-    retry_failed: bool = False  # re-run a config that failed for a real error (divergence, exception)
+    epochs: int = key(30, "passes over the training set")
+    batch_size: int = key(128, "training images per step")
+    eval_batch_size: int = key(2000, "test images per evaluation batch")
+    seed: int = key(0, "seed of initialisation, shuffling and sampling")
+    device: str = key("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
+    precision: str = key("fp32", "fp32 | bf16 (autocast of the forward pass; losses stay float32)")
+    progress: bool = key(True, "show a progress bar per epoch")
+    progress_every: int = key(50, "steps between refreshes of the running loss on the bar")
+    images_every: int = key(1, "epochs between the per-epoch pictures in MLflow (0: only the last epoch)")
+    iw_samples: int = key(0, "k of the importance-weighted bound on log p(x) at the end (0: skip)")
+    iw_batch_size: int = key(20, "test images per IW batch (each expands to k samples)")
+    threads: Optional[int] = key(None, "torch threads; null: all cores, shared out among parallel jobs (joblib)")
+    checkpoint_every: int = key(1, "epochs between checkpoints (0: none); the last epoch always gets one")
+    resume: bool = key(True, "a re-run skips a finished config and continues an interrupted one; false: a fresh run")
+    retry_failed: bool = key(False, "re-run a config that failed for a real error (divergence, exception)")
 
 
 @dataclass
 class ProbeConfig:
     """The linear probe at the end of a run (needs labels): test/probe_acc."""
 
-    steps: int = 100  # L-BFGS iterations of the logistic regression; 0 skips the probe
-    l2: float = 1.0e-4  # weight penalty
+    steps: int = key(100, "L-BFGS iterations of the logistic regression; 0 skips the probe")
+    l2: float = key(1.0e-4, "weight penalty")
 
 
 @dataclass
 class TrackingConfig:
-    _target_: str = "vaelab.tracking.MlflowTracker"
-    uri: Optional[str] = None
-    experiment: str = "vaelab"
-    artifact_location: Optional[str] = None
-    run_name: Optional[str] = None  # None: derived from the model and loss, e.g. mlp-h256-z2-b1.0
-    parent_run_id: Optional[str] = None  # set by the sweep callback for --multirun jobs
-    log_model: bool = True
-    connect_timeout_s: float = 5.0  # an unreachable store is an error after this long, before training
-    patience_s: float = 120.0  # how long a busy or failing store is retried before logging stops
+    _target_: str = key("vaelab.tracking.MlflowTracker", "the tracker: MlflowTracker, or NullTracker (tracking=none)")
+    uri: Optional[str] = key(None, "MLflow tracking URI (default: the SQLite store in vaelab's home)")
+    experiment: str = key("vaelab", "MLflow experiment the runs go to")
+    artifact_location: Optional[str] = key(None, "artifact folder of a new experiment")
+    run_name: Optional[str] = key(None, "null: derived, e.g. mlp-h256-z2-b1.0, or in a sweep the values it varies")
+    parent_run_id: Optional[str] = key(None, "the sweep's parent run; set for you by --multirun")
+    log_model: bool = key(True, "log the trained model (with its test metrics) to MLflow")
+    ui_url: Optional[str] = key(None, "UI address in the end-of-run link (null: the server at uri, else vaelab ui's)")
+    connect_timeout_s: float = key(5.0, "seconds an unreachable store gets before it is a one-line error, before training")
+    patience_s: float = key(120.0, "seconds a busy or failing store is retried; then training goes on unlogged")
 
 
 @dataclass
@@ -229,11 +240,39 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
+# Groups whose keys depend on the option chosen (any torch class and its arguments).
+FREE_FORM = {
+    "optimizer": "any torch.optim class (_target_) and its keyword arguments",
+    "scheduler": "a torch.optim.lr_scheduler factory (_target_) and its arguments, stepped per epoch",
+}
+DEFAULT_OPTIONS = {"data": "torchvision", "model": "mlp", "likelihood": "bernoulli", "loss": "elbo", "kl": "constant"}
+
+
+def key_help(every_option: bool = False) -> dict[str, str]:
+    """`group.key` -> its one-line description, read from the schemas above: the keys of the
+    default config, or (`every_option`) those of every option's schema too."""
+    from dataclasses import MISSING as NO_FACTORY
+    from dataclasses import fields
+
+    schemas = [(f.name, f.default_factory) for f in fields(Config) if f.default_factory is not NO_FACTORY]
+    for group, options in SCHEMAS.items():
+        schemas += [(group, schema) for name, schema in options.items()
+                    if every_option or name == DEFAULT_OPTIONS.get(group)]
+    out: dict[str, str] = {}
+    for group, schema in schemas:
+        for f in fields(schema):
+            out.setdefault(f"{group}.{f.name}", f.metadata.get("help", ""))
+    return out
+
+
 def register_configs() -> None:
     """Put the schema where config.yaml's defaults list finds it, and `${vaelab_home:}` in reach."""
     from vaelab.paths import register_resolver
 
+    from vaelab.help import register_help_resolver
+
     register_resolver()
+    register_help_resolver()
     store = ConfigStore.instance()
     store.store(name="vaelab_schema", node=Config)
     for group, options in SCHEMAS.items():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 SIDE = 28  # MNIST's images are 28 x 28: the default shape
 
@@ -34,31 +36,42 @@ def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor, ncol: int
     return image_grid(torch.cat(rows), ncol, shape=shape)
 
 
-def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | None = None) -> Figure:
+def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | None = None, seed: int = 0) -> Figure:
     """Test-set latent means coloured by label (one colour without labels); more than 2
-    dimensions are projected by PCA."""
+    dimensions are projected by PCA.
+
+    Points are drawn in one shuffled pass (not class by class), so no class hides under the next.
+    """
     z = z.detach().float().cpu()
     legend = labels is not None
     labels = np.zeros(len(z), dtype=int) if labels is None else labels.cpu().numpy()
     dims = z.shape[1]
     if dims > 2:
         points, var = pca_2d(z)
-        default = f"PCA of the {dims}-D latent means ({var:.0%} of variance shown)"
+        what = f"PCA of the {dims}-D latent means ({var:.0%} of variance shown)"
         xlabel, ylabel = "PC 1", "PC 2"
     else:
         points = torch.cat([z, torch.zeros(len(z), 2 - dims)], dim=1).numpy()
-        default, xlabel, ylabel = "Latent means of the test set", "z[0]", "z[1]" if dims == 2 else ""
+        what, xlabel, ylabel = "Latent means of the test set", "z[0]", "z[1]" if dims == 2 else ""
+    order = np.random.default_rng(seed).permutation(len(points))
+    cmap = matplotlib.colormaps["tab10"]
     fig = Figure(figsize=(7, 6), dpi=100)
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["tab10"]
-    for digit in np.unique(labels):
-        sel = labels == digit
-        ax.scatter(points[sel, 0], points[sel, 1], s=2, color=cmap(int(digit) % 10), label=str(digit))
+    ax.scatter(points[order, 0], points[order, 1], s=2, c=cmap(labels[order] % 10))
     if legend:
-        ax.legend(title="label", markerscale=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set(title=title or default, xlabel=xlabel, ylabel=ylabel)
+        handles = [Line2D([], [], ls="", marker="o", ms=5, color=cmap(int(d) % 10), label=str(d))
+                   for d in np.unique(labels)]
+        ax.legend(handles=handles, title="label", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set(title=f"{title}\n{what}" if title else what, xlabel=xlabel, ylabel=ylabel)
     fig.tight_layout()
     return fig
+
+
+def figure_to_array(figure: Figure) -> np.ndarray:
+    """Render a figure to an RGB uint8 array (H, W, 3), e.g. for a keyed image with a step."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def pca_2d(z: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -79,7 +92,8 @@ def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torc
     return torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
 
 
-def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE)) -> Figure:
+def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE),
+                    title: str | None = None) -> Figure:
     """The decoded manifold: an n x n mosaic of decodings of `manifold_latents(n)`."""
     mosaic = image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
     fig = Figure(figsize=(8, 8), dpi=100)
@@ -88,20 +102,52 @@ def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = 
     ticks = manifold_latents(n)[:n, 0].numpy()
     ax.set_xticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set_yticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
-    ax.set(title="Decoded latent manifold", xlabel="z[0]", ylabel="z[1]")
+    ax.set(title=f"{title}\nDecoded latent manifold" if title else "Decoded latent manifold",
+           xlabel="z[0]", ylabel="z[1]")
     fig.tight_layout()
     return fig
 
 
-def rate_distortion(kl: list[float], recon: list[float], labels: list[str]) -> Figure:
-    """KL (rate) against reconstruction (distortion), one labelled point per run."""
+def rate_distortion(kl: list[float], recon: list[float], labels: list[str], title: str | None = None) -> Figure:
+    """KL (rate) against reconstruction (distortion), one labelled point per run (runs are
+    configurations, not a sequence: no line joins them)."""
     fig = Figure(figsize=(6, 5), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(kl, recon, "o-")
+    ax.scatter(kl, recon, s=30, zorder=2)
     for x, y, label in zip(kl, recon, labels):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set(xlabel="rate: KL (nats/image)", ylabel="distortion: reconstruction (nats/image)",
-           title="Rate-distortion on the test set")
+           title=f"{title}\nRate-distortion on the test set" if title else "Rate-distortion on the test set")
+    ax.margins(0.15)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def objective_per_config(losses: list[float], labels: list[str], title: str | None = None) -> Figure:
+    """Final test loss of each configuration as horizontal bars, best at the top, value printed."""
+    order = sorted(range(len(losses)), key=lambda i: losses[i], reverse=True)
+    fig = Figure(figsize=(7, 1.2 + 0.4 * len(losses)), dpi=100)
+    ax = fig.add_subplot()
+    values = [losses[i] for i in order]
+    bars = ax.barh([labels[i] for i in order], values, color="tab:blue")
+    ax.bar_label(bars, [f"{v:.2f}" for v in values], padding=3, fontsize=8)
+    low, high = min(values), max(values)
+    span = (high - low) or abs(high) * 0.05 or 1.0
+    ax.set_xlim(low - span, high + span)  # the differences, not the common offset, fill the width
+    ax.set(xlabel="test loss, -ELBO (nats/image; lower is better)",
+           title=f"{title}\nTest loss per configuration" if title else "Test loss per configuration")
+    fig.tight_layout()
+    return fig
+
+
+def kl_per_dimension(kl: list[float], title: str | None = None) -> Figure:
+    """Mean test KL of each latent dimension, so collapsed units show as bars near zero."""
+    fig = Figure(figsize=(max(4, 0.3 * len(kl) + 2), 3.5), dpi=100)
+    ax = fig.add_subplot()
+    ax.bar(range(len(kl)), kl, color="tab:blue")
+    ax.set(xlabel="latent dimension", ylabel="KL (nats/image)",
+           title=f"{title}\nKL per latent dimension" if title else "KL per latent dimension")
+    ax.set_xticks(range(len(kl)))
     fig.tight_layout()
     return fig

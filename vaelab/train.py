@@ -55,6 +55,7 @@ def train_epoch(
         if step % progress_every == 0:
             shown.refresh(bar, sums[0], seen)
     loss, recon, kl = (sums / seen).tolist()  # the one device->host sync of the epoch
+    bar.set_postfix(loss=f"{loss:.2f}")  # exact, and shown even when the epoch is shorter than a refresh
     return {"loss": loss, "recon": recon, "kl": kl}
 
 
@@ -62,7 +63,8 @@ class RunningLoss:
     """The running loss on the progress bar without stalling the device.
 
     Each refresh starts a non-blocking copy of the device-side sum and shows the previous copy,
-    once a CUDA event says it has landed; on the CPU the copy is immediate.
+    once a CUDA event says it has landed. On the CPU `.to("cpu")` would return the running sum
+    itself, which the loop keeps adding to, so there the snapshot is a clone.
     """
 
     def __init__(self) -> None:
@@ -73,7 +75,9 @@ class RunningLoss:
     def refresh(self, bar: tqdm, total: torch.Tensor, seen: int) -> None:
         if self._copy is not None and (self._ready is None or self._ready.query()):
             bar.set_postfix(loss=f"{self._copy.item() / self._seen:.2f}")
-        self._copy, self._seen = total.detach().to("cpu", non_blocking=True), seen
+        snapshot = total.detach()
+        snapshot = snapshot.to("cpu", non_blocking=True) if snapshot.is_cuda else snapshot.clone()
+        self._copy, self._seen = snapshot, seen
         if total.is_cuda:
             self._ready = torch.cuda.Event()
             self._ready.record()

@@ -20,7 +20,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import TrackingError
+from vaelab.tracking.links import run_link, ui_base
+from vaelab.tracking.presentation import FIGURES, log_dataset, model_name, run_note, sweep_job_name, ui_hint
 from vaelab.tracking.store import use_experiment
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,8 @@ class NullTracker:
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
+    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None) -> None: ...
+    def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None: ...
     def log_model(self, model: Any, example: np.ndarray) -> None: ...
     def log_checkpoint(self, path: Path, epoch: int) -> None: ...
 
@@ -152,6 +156,7 @@ class MlflowTracker(NullTracker):
         parent_run_id: str | None = None,
         log_model: bool = True,
         run_name: str | None = None,  # noqa: ARG002 - read from the config by `run_name`
+        ui_url: str | None = None,
         connect_timeout_s: float = 5.0,
         patience_s: float = 120.0,
     ) -> None:
@@ -160,9 +165,13 @@ class MlflowTracker(NullTracker):
         self.artifact_location = artifact_location
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model = log_model
+        self.ui_url = ui_url
         self.connect_timeout_s = connect_timeout_s
         self.patience_s = patience_s
         self.run_id: str | None = None
+        self.name: str | None = None
+        self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
+        self._command = "vaelab"
         self.experiment_id: str | None = None
         self._worker = _Worker(patience_s)
         # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
@@ -226,12 +235,14 @@ class MlflowTracker(NullTracker):
         from vaelab.identity import code_digest
 
         params = flatten(OmegaConf.to_container(cfg, resolve=True))
-        tags = _context_tags(context or RunContext()) | {
+        context = context or RunContext()
+        self._command = " ".join(["vaelab", *context.overrides])
+        tags = _context_tags(context) | {
             IDENTITY_TAG: identity, "vaelab.code": code_digest(),
             "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
         }
-        self._worker.call(self._before_training, self._open, run_name(cfg), params, tags,
-                          context or RunContext(), resume.run_id if resume else None).result()
+        self._worker.call(self._before_training, self._open, run_name(cfg), params, tags, context,
+                          resume.run_id if resume else None, bool(cfg.tracking.get("run_name"))).result()
         try:
             yield self
         except KeyboardInterrupt:
@@ -244,9 +255,12 @@ class MlflowTracker(NullTracker):
             self._finish()
 
     def _open(self, name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext,
-              resume_id: str | None) -> None:
+              resume_id: str | None, named: bool = False) -> None:
         import mlflow
 
+        if self.parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
+            name = sweep_job_name(mlflow.get_run(self.parent_run_id).data.tags.get("overrides", ""),
+                                  context.overrides) or name
         if mlflow.active_run() is None:  # retried calls must not open a second run
             if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
                 mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
@@ -254,6 +268,7 @@ class MlflowTracker(NullTracker):
                 mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
                                  parent_run_id=self.parent_run_id, tags=tags)
         self.run_id = mlflow.active_run().info.run_id
+        self.name = mlflow.active_run().info.run_name or name
         if resume_id is None:
             mlflow.log_params(_param_values(params))
         if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
@@ -264,7 +279,7 @@ class MlflowTracker(NullTracker):
         mid-run, say how to log what is kept locally."""
         self._worker.drain()
         if self.offline is None:
-            self._worker.submit(_end_run, "FINISHED", None, keep=True)
+            self._worker.submit(_end_run, "FINISHED", None, self.note("FINISHED"), keep=True)
             self._worker.drain()
         self._worker.stop()
         if self.offline is not None:
@@ -283,30 +298,63 @@ class MlflowTracker(NullTracker):
         self._worker.drain(timeout=3.0)
         if self.run_id is not None and self.offline is None:
             try:
-                _terminate(self.run_id, status, error)
+                _terminate(self.run_id, status, error, self.note(status, error))
             except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
                 log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, _short(err))
         self._worker.stop(wait=False)
+
+    def note(self, status: str, error: str | None = None) -> str:
+        """The run's description: the command that reproduces it and its final results."""
+        return run_note(self._command, self._latest, status, error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._worker.submit(_fluent("log_params"), _param_values(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step)
+        stamp = int(time.time() * 1000)  # kept, so the model's copy of a metric is the same row
+        self._latest |= {k: (float(v), step or 0, stamp) for k, v in metrics.items()}
+        self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step, timestamp=stamp)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
-        if step is None:
-            self._worker.submit(_fluent("log_image"), image, artifact_file=f"images/{key}.png")
-        else:  # the UI shows keyed images with a step slider
+        if step is None:  # never into images/: the UI drops all keyed images if one file there is not its own
+            self._worker.submit(_fluent("log_image"), image, artifact_file=f"{FIGURES}/{key}.png")
+        else:  # the UI's Image grid shows keyed images with a step slider
             self._worker.submit(_fluent("log_image"), image, key=key, step=step)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        self._worker.submit(_fluent("log_figure"), figure, f"images/{name}.png")
+        self._worker.submit(_fluent("log_figure"), figure, f"{FIGURES}/{name}.png")
+
+    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None) -> None:
+        """Draw `make(run name)` on the worker thread; with a step, a keyed image for the slider."""
+        self._worker.submit(self._draw, key, make, step)
+
+    def _draw(self, key: str, make: Callable[[str], Any], step: int | None) -> None:
+        import mlflow
+
+        from vaelab.plots import figure_to_array
+
+        figure = make(self.name or "")
+        if step is None:
+            mlflow.log_figure(figure, f"{FIGURES}/{key}.png")
+        else:
+            mlflow.log_image(figure_to_array(figure), key=key, step=step)
+
+    def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
+        """An MLflow dataset input: the Dataset column shows `name` and a digest of the images."""
+        self._worker.submit(log_dataset, name, x, source, context)
 
     def log_model(self, model: Any, example: np.ndarray) -> None:
-        """Log a CPU copy of the model; `mlflow.pytorch.load_model("runs:/<id>/model")` gets it back."""
+        """Log a CPU copy of the model under a name of its run, its final test metrics linked to it."""
         if self.save_model:
-            self._worker.submit(_log_model, copy.deepcopy(model).cpu().eval(), example)
+            self._worker.submit(self._log_model, copy.deepcopy(model).cpu().eval(), example)
+
+    def _log_model(self, model: Any, example: np.ndarray) -> None:
+        import mlflow
+
+        info = _log_model(model, example, model_name(self.name or "model"))
+        final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
+        for key, (value, step, stamp) in final.items():  # same rows as the run's: linked, not duplicated
+            mlflow.log_metric(key, value, step=step, timestamp=stamp, model_id=info.model_id)
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
         """Upload the checkpoint just written to `path` as the run's CHECKPOINT artifact, so any
@@ -328,11 +376,8 @@ class MlflowTracker(NullTracker):
         return Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
 
     def describe(self) -> str:
-        return (
-            f"MLflow run {self.run_id} in experiment '{self.experiment}' ({self.uri});"
-            f" open the UI with `make ui` and go to http://127.0.0.1:5000"
-            f"/#/experiments/{self.experiment_id}/runs/{self.run_id}"
-        )
+        link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
+        return f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); {ui_hint(self.uri)}: {link}"
 
 
 def _param_values(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -349,20 +394,24 @@ def _fluent(name: str) -> Any:
     return call
 
 
-def _end_run(status: str, error: str | None) -> None:
+def _end_run(status: str, error: str | None, note: str | None = None) -> None:
     import mlflow
 
+    if note:
+        mlflow.set_tag("mlflow.note.content", note)
     if error:
         mlflow.set_tag("error", error[:5000])
     mlflow.end_run(status=status)
 
 
-def _terminate(run_id: str, status: str, error: str | None) -> None:
+def _terminate(run_id: str, status: str, error: str | None, note: str | None = None) -> None:
     """End a run from any thread. FAILED runs are tagged as real errors, which a re-run repeats
     only when asked; KILLED runs (signals) are resumed."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
+    if note:
+        client.set_tag(run_id, "mlflow.note.content", note)
     if error:
         client.set_tag(run_id, "error", error[:5000])
     if status == "FAILED":
@@ -383,7 +432,7 @@ def _upload_checkpoint(snapshot: Path, epoch: int) -> None:
         snapshot.unlink(missing_ok=True)
 
 
-def _log_model(model: Any, example: np.ndarray) -> None:
+def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
     import mlflow.pytorch
     import torch
     from mlflow.models import infer_signature
@@ -392,9 +441,9 @@ def _log_model(model: Any, example: np.ndarray) -> None:
     logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
     with torch.no_grad():
         logits = model(torch.from_numpy(example)).logits.numpy()
-    mlflow.pytorch.log_model(
+    return mlflow.pytorch.log_model(
         model,
-        name="model",
+        name=name,
         signature=infer_signature(example, logits),
         input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],

@@ -35,6 +35,13 @@ def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, A
         client.log_metric(run_id, key, value)
 
 
+def model_uri(run: Any) -> str:
+    """Where a run's logged model is: its last model output (models are named after their run),
+    else `runs:/<id>/model` as runs logged before models had names."""
+    outputs = run.outputs.model_outputs if run.outputs else []
+    return f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run.info.run_id}/model"
+
+
 def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
     """The logged model of a run (on the CPU) and the run's params."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
@@ -47,8 +54,9 @@ def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
     if uri:
         mlflow.set_tracking_uri(uri)
     try:
-        params = mlflow.get_run(run_id).data.params
-        model = mlflow.pytorch.load_model(f"runs:/{run_id}/model", map_location="cpu")
+        run = mlflow.get_run(run_id)
+        params = run.data.params
+        model = mlflow.pytorch.load_model(model_uri(run), map_location="cpu")
     except MlflowException as err:
         raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
     return model, params

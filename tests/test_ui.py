@@ -1,0 +1,188 @@
+"""What a user sees in the MLflow UI, checked in a real browser (Debian's Chromium via Playwright).
+
+One tiny sweep (2 jobs) and one single run go into a temporary store through the real command
+line; `vaelab.ui.serving` (the code behind `vaelab ui`) serves that store on a free loopback port.
+Every check saves a screenshot of what it looked at under the module's temporary folder, printed
+when a check fails. With VAELAB_SCREENSHOTS=<folder> the two README pictures are written there
+(docs/ui_screenshots.sh does that from real MNIST).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_overrides
+
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    reason = "UI tests need Debian's Chromium at /usr/bin/chromium (apt-get install chromium)"
+    if os.environ.get("CI"):  # CI installs it (.ci/run): there a missing browser is a failure
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="UI tests need the playwright package")
+
+EPOCHS = 3
+README_SHOTS = os.environ.get("VAELAB_SCREENSHOTS")  # e.g. docs/images: write the README pictures
+REAL_MNIST = os.environ.get("VAELAB_UI_MNIST")  # a data.root with real MNIST, for those pictures
+
+
+def data_overrides(mnist_root: Path) -> list[str]:
+    tiny = [a for a in tiny_overrides(mnist_root) if a not in ("tracking=none", "trainer.epochs=1")]
+    if REAL_MNIST:
+        tiny = [f"data.root={REAL_MNIST}", "data.verify=true", "data.limit=6000", "trainer.batch_size=100",
+                "trainer.progress=false"]
+    return [*tiny, f"trainer.epochs={EPOCHS}"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Path:
+    """vaelab's home after `vaelab --multirun model.latent_dim=2,3` and a plain `vaelab` run (another
+    seed: the same config would be one run to vaelab), started side by side through the real
+    command line."""
+    home = tmp_path_factory.mktemp("ui_home")
+    env = {**os.environ, "VAELAB_HOME": str(home)}
+    vaelab, args = [sys.executable, "-m", "vaelab"], data_overrides(mnist_root)
+    jobs = [subprocess.Popen([*vaelab, "--multirun", *args, "model.latent_dim=2,3"], env=env, cwd=home,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen([*vaelab, *args, "trainer.seed=1"], env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    for job in jobs:
+        out, _ = job.communicate(timeout=600)
+        assert job.returncode == 0, out[-3000:]
+    return home
+
+
+@pytest.fixture(scope="module")
+def ui(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from vaelab.ui import serving
+
+    log = tmp_path_factory.mktemp("ui_server") / "server.log"
+    with serving(f"sqlite:///{store / 'mlflow.db'}", log=log, artifacts=str(store / "mlartifacts")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ui_screenshots")
+
+
+@pytest.fixture
+def page(browser, ui: str, shots: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """The runs page of the experiment, with the assistant panel closed; a screenshot on failure."""
+    context = browser.new_context(viewport={"width": 1800, "height": 1250})
+    tab = context.new_page()
+    tab.set_default_timeout(90_000)  # generous: CI machines and shared cores are slow
+    tab.goto(f"{ui}/#/experiments/1/runs")
+    tab.get_by_text("mlp-h256-z2-b1.0").first.wait_for(timeout=120_000)
+    with contextlib.suppress(sync_api.Error):
+        tab.get_by_role("button", name="Close").click(timeout=3000)  # MLflow Assistant, if shown
+    try:
+        yield tab
+    finally:
+        failed = getattr(request.node, "ui_failed", True)
+        if failed:
+            path = shots / f"{request.node.name}-failure.png"
+            with contextlib.suppress(sync_api.Error):
+                tab.screenshot(path=str(path), full_page=True)
+            print(f"UI screenshot at failure: {path}")
+        context.close()
+
+
+def keep(target, shots: Path, name: str, readme: bool = False, **options: object) -> None:
+    """A screenshot of what a check looked at; with `readme` and VAELAB_SCREENSHOTS set, also
+    the README picture of that name."""
+    target.screenshot(path=str(shots / f"{name}.png"), **options)
+    if readme and README_SHOTS:
+        Path(README_SHOTS).mkdir(parents=True, exist_ok=True)
+        target.screenshot(path=str(Path(README_SHOTS) / f"{name}.png"), **options)
+
+
+def row(page, name: str):
+    """Every part of the table row of run `name`: the grid draws the pinned name column and the
+    other columns as separate row elements that share a row-index."""
+    index = page.locator("[role=row]", has_text=name).first.get_attribute("row-index")
+    return page.locator(f"[role=row][row-index='{index}']")
+
+
+def passed(request: pytest.FixtureRequest) -> None:
+    request.node.ui_failed = False
+
+
+def test_the_image_grid_offers_every_keyed_image_and_the_step_slider_changes_the_picture(page, shots, request):
+    page.locator("label:has(input[value=CHART])").click()
+    page.get_by_text("best/test/loss").first.wait_for()  # the charts have drawn
+    page.get_by_role("button", name="Add chart").first.click()
+    page.get_by_role("menuitem", name="Image grid").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("switch").click()  # hide the run parameters: the pictures are the point
+    dialog.get_by_text("Images", exact=True).last.click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    offered = set(options.all_inner_texts())
+    assert {"reconstructions", "samples", "latent_space", "manifold"} <= offered, offered
+    for key in ("latent_space", "reconstructions"):  # the two that fit the picture
+        page.get_by_role("option", name=key).click()
+    page.keyboard.press("Escape")
+    slider = dialog.get_by_role("slider")
+    track = slider.locator("xpath=ancestor::*[@data-orientation='horizontal'][last()]").bounding_box()
+
+    def move_to(end: float) -> list[str]:
+        page.mouse.click(track["x"] + 2 + end * (track["width"] - 4), track["y"] + track["height"] / 2)
+        images = dialog.locator("img")
+        sync_api.expect(images).to_have_count(2)
+        return [images.nth(i).get_attribute("src") for i in range(2)]
+
+    last = move_to(1.0)
+    assert slider.get_attribute("aria-valuenow") == str(EPOCHS)
+    first = move_to(0.0)
+    assert slider.get_attribute("aria-valuenow") == "1"
+    assert all(a != b for a, b in zip(first, last)), "moving the step did not change the pictures"
+    assert move_to(1.0) == last  # back at the last epoch, for the screenshot
+    dialog.locator("img").last.evaluate("img => img.decode()")
+    keep(dialog.locator(".du-bois-light-modal").first if dialog.locator(".du-bois-light-modal").count()
+         else dialog, shots, "ui_image_grid", readme=True)
+    passed(request)
+
+
+def test_the_sweep_parent_expands_to_its_children_and_shows_the_best_test_loss(page, shots, request):
+    parent = page.locator("[role=row]", has_text="sweep latent_dim (2)")
+    parent.locator("button[data-component-id*='runnamecellrenderer']").click()
+    for child in ("latent_dim=2", "latent_dim=3"):
+        sync_api.expect(page.locator("[role=row]", has_text=child).first).to_be_visible()
+    for metric in ("best/test/loss", "test/loss"):
+        page.get_by_role("button", name="Columns", exact=True).click()
+        page.get_by_placeholder("Search").last.fill(metric)
+        page.get_by_text(metric, exact=True).last.click()
+        page.keyboard.press("Escape")
+    header = page.locator("[role=columnheader]", has_text="best/test/loss")
+    sync_api.expect(header.first).to_be_visible()
+    col = header.first.get_attribute("col-id")
+    value = row(page, "sweep latent_dim (2)").locator(f"[role=gridcell][col-id='{col}']")
+    assert float(value.first.inner_text()) > 0
+    keep(page, shots, "ui_sweep_parent", readme=True, clip={"x": 0, "y": 0, "width": 1800, "height": 420})
+    passed(request)
+
+
+def test_the_dataset_column_names_the_data_and_the_run_describes_itself(page, ui, shots, request):
+    sync_api.expect(row(page, "mlp-h256-z2-b1.0").filter(has_text="mnist train (")).to_have_count(1)
+    page.get_by_role("link", name="mlp-h256-z2-b1.0").click()
+    sync_api.expect(page.get_by_text("Final results").first).to_be_visible()
+    sync_api.expect(page.get_by_text("vae-mlp-h256-z2-b1_0").first).to_be_visible()  # metrics linked to the model
+    keep(page, shots, "ui_run_page")
+    passed(request)
