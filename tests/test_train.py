@@ -44,6 +44,7 @@ def test_running_loss_on_the_cpu_shows_the_sum_as_it_was_at_the_refresh():
 def test_an_epoch_shorter_than_the_refresh_interval_still_shows_its_loss(mnist_root):
     from vaelab.data import load_mnist, raw_dir
     from vaelab.models import MLPVAE
+    from vaelab.objectives import ELBO
     from vaelab.train import train_epoch
 
     data = load_mnist(raw_dir(mnist_root), torch.device("cpu"), limit=64)
@@ -51,6 +52,6 @@ def test_an_epoch_shorter_than_the_refresh_interval_still_shows_its_loss(mnist_r
     optimizer = torch.optim.Adam(model.parameters())
     bar = FakeBar()
     bar.update = lambda n: None
-    train = train_epoch(model, optimizer, data, batch_size=32, beta=1.0,
+    train = train_epoch(model, optimizer, data, batch_size=32, objective=ELBO(),
                         generator=torch.Generator().manual_seed(0), bar=bar, progress_every=50)
     assert bar.shown == [f"{train['loss']:.2f}"]

@@ -146,7 +146,15 @@ class SweepParentRun(Callback):
         failed = any(r.status in FAILED_STATUSES for r in records)
         _Outcome.failed = failed
         print(job_table(records, self.parent_id), flush=True)
+        parent_id = self.parent_id
         self.close("FAILED" if failed else "FINISHED")
+        if parent_id is not None:
+            from mlflow import MlflowClient
+
+            from vaelab.tracking.summary import sweep_link
+
+            print(f"the sweep in the UI (vaelab ui): {sweep_link(MlflowClient(), parent_id, self.tracking.get('ui_url'))}",
+                  flush=True)
 
     def close(self, status: str) -> None:
         """Log the summary and end the parent run with `status` (once; later calls do nothing)."""
