@@ -79,7 +79,7 @@ def test_an_unlabelled_data_set_trains_without_probe(tracked_cfg, npz_path, tmp_
     app.run(cfg)
     run = only_run(cfg)
     assert "test/probe_acc" not in run.data.metrics and "test/loss" in run.data.metrics
-    assert "images/latent_scatter.png" in {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "images")}
+    assert "figures/latent_space.png" in {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
 
 
 def test_the_same_seed_gives_identical_metrics(tiny_cfg):
