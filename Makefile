@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m vaelab $(ARGS)
 
+# Two test files at a time (-n 2, each file on one worker: module-scoped servers and clusters stay put).
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
