@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -54,6 +55,29 @@ def test_a_restored_state_trains_on_exactly_as_if_never_stopped(mnist_root, tmp_
         {k: v for k, v in whole.items() if not k.startswith("time/")}
     for a, b in zip(whole_model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_checkpoint_from_a_gpu_resumes_on_a_cpu(mnist_root, tmp_path, capsys):
+    """A run checkpointed on a GPU and resumed on a CPU (or the reverse) goes on: the model and
+    optimizer are restored, the batch generator, whose state cannot cross devices, is reseeded
+    from the saved one (the same on every such resume), and one line says so."""
+    data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
+    kept: dict = {}
+    train(data, epochs=1, keep=kept)
+    gpu_like = kept[1] | {"rng": kept[1]["rng"] | {
+        "batches": torch.arange(16, dtype=torch.uint8),  # a CUDA generator's state: seed and offset
+        "cuda": [torch.arange(16, dtype=torch.uint8)] * (torch.cuda.device_count() + 1),
+    }}
+    checkpoint.save(gpu_like, tmp_path / "last.pt")
+    first, first_model = train(data, epochs=2, resume=checkpoint.load(tmp_path / "last.pt"))
+    said = capsys.readouterr().out
+    assert "resume: the checkpoint was taken on another kind of device than cpu" in said
+    assert "resume: CUDA's random state was saved on a GPU this machine lacks" in said
+    again, _ = train(data, epochs=2, resume=checkpoint.load(tmp_path / "last.pt"))
+    assert first["test/loss"] == again["test/loss"] and math.isfinite(first["test/loss"])
+    whole, _ = train(data, epochs=2)
+    assert first["train/loss"] != whole["train/loss"]  # another batch order, as the note says
+    assert first["train/loss"] < kept[1]["history"][0]["train/loss"]  # epoch 2 learnt on epoch 1's model
 
 
 def test_a_checkpoint_holds_every_state_and_loads_with_weights_only(mnist_root, tmp_path):

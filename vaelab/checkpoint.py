@@ -10,6 +10,7 @@ having stopped. The layout follows PyTorch Lightning's checkpoint dictionary.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -51,8 +52,13 @@ class TrainingState:
             **meta,
         }
 
-    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Put every state back; training then continues at epoch `checkpoint["epoch"] + 1`."""
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> list[str]:
+        """Put every state back; training then continues at epoch `checkpoint["epoch"] + 1`.
+
+        A checkpoint taken on another kind of device (a GPU run resumed on a CPU, or the other way
+        round) restores everything but the random streams of that device, which cannot be carried
+        across: the batch generator is then reseeded from the saved state, deterministically, and
+        the returned notes say that the run goes on, but not bit for bit as it would have there."""
         if checkpoint.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint format {checkpoint.get('format')!r} is not {FORMAT}; "
                                   "start afresh with trainer.resume=false")
@@ -62,11 +68,22 @@ class TrainingState:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         rng = checkpoint["rng"]
         torch.set_rng_state(rng["torch"])
-        self.generator.set_state(rng["batches"])
+        notes = []
+        try:
+            self.generator.set_state(rng["batches"])
+        except RuntimeError:  # the state of another device type's generator (sizes differ)
+            seed = int.from_bytes(hashlib.sha256(rng["batches"].numpy().tobytes()).digest()[:8], "little")
+            self.generator.manual_seed(seed)
+            notes.append(f"the checkpoint was taken on another kind of device than {self.generator.device.type}: "
+                         "batches are drawn in a new (fixed) order from here on")
         if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            if torch.cuda.is_available() and len(rng["cuda"]) <= torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            else:
+                notes.append("CUDA's random state was saved on a GPU this machine lacks and is not restored")
         self.epoch = int(checkpoint["epoch"])
         self.history = [dict(m) for m in checkpoint["history"]]
+        return notes
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> None:

@@ -107,7 +107,8 @@ def fit(
     generator = torch.Generator(device=data.train.x.device).manual_seed(seed)
     state = TrainingState(model, optimizer, scheduler, generator)
     if resume is not None:
-        state.load_state_dict(resume)
+        for note in state.load_state_dict(resume):
+            print(f"resume: {note}")
     steps = math.ceil(len(data.train) / batch_size)
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
