@@ -4,11 +4,13 @@ the munge socket) lives in one folder, so it never touches /etc/slurm or a syste
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from vaelab.services.process import (
@@ -17,6 +19,7 @@ from vaelab.services.process import (
 
 MUNGE_USER = "munge"  # who runs munged when we are root
 START_TIMEOUT_S = 60.0
+REVOKE_GRACE_S = 2.0  # slurmd compares credential and revocation times in whole seconds
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "scancel", "sbatch")
 
 
@@ -152,8 +155,25 @@ class SlurmCluster(Service):
             return int(info["Restarts"]) > restarts and info["JobState"] in ("PENDING", "RUNNING", "COMPLETED")
 
         wait_until(back_in_queue, timeout, f"job {job_id} was not requeued")
-        if self.job(job_id)["JobState"] == "PENDING":
-            self.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        # slurmd refuses ("Job credential revoked") a credential issued in the same second as its
+        # predecessor's revocation, and SLURM then holds the job: start it a clear second later,
+        # and release and start it again should that still happen.
+        time.sleep(REVOKE_GRACE_S)
+
+        nudged = [-math.inf]
+
+        def started() -> bool:
+            info = self.job(job_id)
+            if info["JobState"] != "PENDING":
+                return True
+            if time.monotonic() - nudged[0] >= REVOKE_GRACE_S:  # not at every poll
+                if "held" in info.get("Reason", "").lower() or info.get("Priority") == "0":
+                    self.command("scontrol", "release", job_id)
+                self.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+                nudged[0] = time.monotonic()
+            return False
+
+        wait_until(started, timeout, f"requeued job {job_id} did not start again")
 
     def config_text(self) -> str:
         f, user = self.folder, current_user()
