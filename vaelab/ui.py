@@ -1,7 +1,8 @@
 """`vaelab ui` (also `python -m vaelab.ui`, `make ui`): the MLflow UI over vaelab's store, on 127.0.0.1.
 
-The same helpers start, wait for and stop the server in the browser tests, so the command a user
-runs and the one the tests check are one piece of code.
+It is `vaelab.services.MlflowServer`, the server of `make server`, over vaelab's own store; the
+browser tests serve their store through `serving()`, the same server, so the command a user runs
+and the one the tests check are one piece of code.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from vaelab.paths import home
+from vaelab.services.mlflow_server import MlflowServer
+from vaelab.services.process import ServiceError
 from vaelab.tracking.links import DEFAULT_HOST, DEFAULT_PORT
 
 
@@ -26,64 +25,19 @@ def default_store() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
-def server_command(store: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                   artifacts: str | None = None) -> list[str]:
-    """`mlflow server` over `store`, one worker: a local UI, not a shared service."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    launcher = [str(mlflow)] if mlflow.is_file() else [sys.executable, "-m", "mlflow"]
-    return [*launcher, "server", "--backend-store-uri", store,
-            "--default-artifact-root", artifacts or str(home() / "mlartifacts"),
-            "--host", host, "--port", str(port), "--workers", "1"]
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Poll `url`/health until the server answers; fail early if it exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the MLflow UI exited with code {process.returncode} before answering at {url}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        time.sleep(0.5)
-    raise TimeoutError(f"the MLflow UI did not answer at {url} within {timeout:.0f}s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop the server and the workers it started (its own process group)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+def ui_server(store: str | None = None, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
+              artifacts: str | Path | None = None, log: Path | None = None) -> MlflowServer:
+    """The MLflow server over `store` (default: vaelab's), artifacts under vaelab's home."""
+    return MlflowServer(store or default_store(), Path(artifacts or home() / "mlartifacts"),
+                        port=port, host=host, log=log)
 
 
 @contextlib.contextmanager
 def serving(store: str, port: int | None = None, log: Path | None = None,
             artifacts: str | None = None) -> Iterator[str]:
-    """Serve `store` on 127.0.0.1 while the block runs; yields the UI's address."""
-    port = port or free_port()
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    process = subprocess.Popen(server_command(store, DEFAULT_HOST, port, artifacts),
-                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://{DEFAULT_HOST}:{port}"
-        wait_ready(url, process)
-        yield url
-    finally:
-        stop(process)
-        if log:
-            out.close()
+    """Serve `store` on 127.0.0.1 (a free port unless given) while the block runs; yields its address."""
+    with ui_server(store, port=port, artifacts=artifacts, log=log) as server:
+        yield server.uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,10 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST} (this machine only)")
     parser.add_argument("--store", default=None, help=f"a tracking URI; default {default_store()}")
     args = parser.parse_args(argv)
-    store = args.store or default_store()
-    print(f"vaelab ui: {store} at http://{args.host}:{args.port}", flush=True)
-    command = server_command(store, args.host, args.port)
-    os.execv(command[0], command)  # the server becomes this process: Ctrl-C and kill reach it directly
+    server = ui_server(args.store, args.host, args.port)
+    try:
+        server.check_port()
+    except ServiceError as err:
+        print(f"vaelab ui: error: {err}", file=sys.stderr)
+        return 2
+    server.artifacts.mkdir(parents=True, exist_ok=True)
+    print(f"vaelab ui: {server.backend_uri} at {server.uri}", flush=True)
+    command = server.command()
+    os.execve(command[0], command, server.environment())  # the server becomes this process: Ctrl-C reaches it
+    return 0  # not reached
 
 
 if __name__ == "__main__":

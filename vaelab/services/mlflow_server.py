@@ -36,19 +36,27 @@ class MlflowServer(Service):
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> None:
-        if port_open(self.host, self.port):
-            raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port; make server SERVER_PORT=...)")
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+    def command(self) -> list[str]:
+        """The `mlflow server` command line (no secrets: the store comes through `environment`)."""
+        return [sys.executable, "-m", "mlflow", "server", "--host", self.host, "--port", str(self.port),
+                "--workers", str(self.workers), "--serve-artifacts", "--artifacts-destination", str(self.artifacts)]
+
+    def environment(self) -> dict[str, str]:
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri,
                # no job runner: its 7 consumer processes serve GenAI features vaelab does not use
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
+        return env
+
+    def check_port(self) -> None:
+        if port_open(self.host, self.port):
+            raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port)")
+
+    def start(self) -> None:
+        self.check_port()
+        self.artifacts.mkdir(parents=True, exist_ok=True)
         self.daemon = Daemon(
-            "MLflow server",
-            [sys.executable, "-m", "mlflow", "server", "--host", self.host, "--port", str(self.port),
-             "--workers", str(self.workers), "--serve-artifacts", "--artifacts-destination", str(self.artifacts)],
-            self.log, env=env, cwd=self.artifacts.parent,
+            "MLflow server", self.command(), self.log, env=self.environment(), cwd=self.artifacts.parent,
             whole_group=True,  # `mlflow server` runs its web server (uvicorn) as a child process
         )
         try:
