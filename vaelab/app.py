@@ -101,7 +101,11 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer)
     spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
-    resume = find_checkpoint(spool, tracker, past) if cfg.trainer.resume else spool.clear()
+    resume = None
+    if cfg.trainer.resume:
+        resume = find_checkpoint(spool, tracker, past)
+    else:  # a fresh run: an older local checkpoint of this config must not be resumed later
+        spool.clear()
     print(model_summary(model, data.dim))
     print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
     if resume is not None:

@@ -10,19 +10,16 @@ mid-run leaves the run training on, its checkpoints and metrics kept locally for
 from __future__ import annotations
 
 import contextlib
-import socket
-import tempfile
-import time
-from concurrent.futures import Future
 import copy
 import logging
 import os
-import queue
-import re
-import threading
+import socket
+import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -32,6 +29,7 @@ from vaelab.errors import TrackingError
 from vaelab.tracking.links import run_link, ui_base
 from vaelab.tracking.presentation import FIGURES, log_dataset, model_name, run_note, sweep_job_name, ui_hint
 from vaelab.tracking.store import use_experiment
+from vaelab.tracking.worker import Worker, is_busy, short_error
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
@@ -173,7 +171,7 @@ class MlflowTracker(NullTracker):
         self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
         self._command = "vaelab"
         self.experiment_id: str | None = None
-        self._worker = _Worker(patience_s)
+        self._worker = Worker(patience_s)
         # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
@@ -204,9 +202,9 @@ class MlflowTracker(NullTracker):
                 return fn(*args)
             except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
                 waited = time.monotonic() - started
-                if waited > (self.patience_s if _is_busy(err) else self.connect_timeout_s):
+                if waited > (self.patience_s if is_busy(err) else self.connect_timeout_s):
                     raise TrackingError(f"the tracking store {self.uri} cannot be reached or written: "
-                                        f"{_short(err)}; check tracking.uri") from None
+                                        f"{short_error(err)}; check tracking.uri") from None
                 time.sleep(0.5)
 
     def _lookup(self, identity: str) -> PastRun | None:
@@ -300,7 +298,7 @@ class MlflowTracker(NullTracker):
             try:
                 _terminate(self.run_id, status, error, self.note(status, error))
             except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
-                log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, _short(err))
+                log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, short_error(err))
         self._worker.stop(wait=False)
 
     def note(self, status: str, error: str | None = None) -> str:
@@ -449,109 +447,6 @@ def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
         serialization_format="pickle",  # a plain nn.Module back from load_model
     )
-
-
-def _short(err: BaseException) -> str:
-    """An error in a few words: the operating system's reason where there is one (a refused
-    connection, a missing folder), else the last line of its message, cut to 300 characters."""
-    text = str(err)
-    reason = re.search(r"\[Errno -?\d+\] ([^\"\n]+)", text)
-    if reason:
-        return reason.group(1).strip().rstrip(")")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
-
-
-def _is_busy(err: BaseException) -> bool:
-    """A store that is there but busy (SQLite locked by another writer) is worth waiting for."""
-    text = str(err).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
-class _Worker:
-    """One thread running submitted calls in order, each retried for up to `patience_s`.
-
-    If a call still fails, the worker goes offline: it records why, skips what follows (except
-    clean-up), and never raises into the training thread. `call` returns a Future for the few
-    calls whose result (or error) the caller must wait for; those are not retried here.
-    """
-
-    def __init__(self, patience_s: float) -> None:
-        self.patience_s = patience_s
-        self.offline: str | None = None
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Any, *args: Any, keep: bool = False, **kwargs: Any) -> None:
-        """Queue a call, retried until it succeeds or patience runs out; `keep`: never discarded."""
-        self._queue.put((fn, args, kwargs, None, keep))
-
-    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        self._queue.put((fn, args, kwargs, future, True))
-        return future
-
-    def drain(self, timeout: float | None = None) -> None:
-        """Wait until everything queued has run (or `timeout` seconds have passed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if deadline is not None and time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-
-    def discard_pending(self) -> None:
-        """Drop queued calls that are not marked `keep` (pictures, metrics of an abandoned run)."""
-        kept = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._queue.task_done()
-            if item is not None and item[4]:
-                kept.append(item)
-        for item in kept:
-            self._queue.put(item)
-
-    def stop(self, wait: bool = True) -> None:
-        self._queue.put(None)
-        if wait:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, args, kwargs, future, _ = item
-            try:
-                if future is not None:
-                    self._run_for(future, fn, args, kwargs)
-                elif self.offline is None:
-                    self._retrying(fn, args, kwargs)
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    @staticmethod
-    def _run_for(future: Future, fn: Any, args: tuple, kwargs: dict) -> None:
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
-            future.set_exception(err)
-
-    def _retrying(self, fn: Any, args: tuple, kwargs: dict) -> None:
-        deadline = time.monotonic() + self.patience_s
-        delay = 0.25
-        while True:
-            try:
-                fn(*args, **kwargs)
-                return
-            except Exception as err:  # noqa: BLE001 - any store failure: wait, then give up logging
-                if time.monotonic() + delay > deadline:
-                    self.offline = _short(err)
-                    log.warning("MLflow logging stopped: %s", self.offline)
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
 
 class _KnownWarnings(logging.Filter):
