@@ -20,11 +20,13 @@ from omegaconf import DictConfig
 
 from vaelab.config import register_configs
 from vaelab.errors import VaelabError
+from vaelab.help import register_help_resolver
 from vaelab.paths import config_dir  # noqa: F401 - also imported from here by tests and tools
 from vaelab.signals import Interrupted, forward_to_children, handle_signals
 
 
 register_configs()
+register_help_resolver()  # `vaelab --help` is built from the schema (hydra.help in conf/config.yaml)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -269,10 +269,7 @@ def register_configs() -> None:
     """Put the schema where config.yaml's defaults list finds it, and `${vaelab_home:}` in reach."""
     from vaelab.paths import register_resolver
 
-    from vaelab.help import register_help_resolver
-
     register_resolver()
-    register_help_resolver()
     store = ConfigStore.instance()
     store.store(name="vaelab_schema", node=Config)
     for group, options in SCHEMAS.items():
