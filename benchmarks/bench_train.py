@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vaelab.paths import config_dir
 from vaelab.config import register_configs
-from vaelab.app import build_model, build_objective, build_optimizer, resolve_device
+from vaelab.app import AUTOCAST, build_model, build_objective, build_optimizer, resolve_device
 from vaelab.data import default_root, ensure_mnist, load_mnist
 from vaelab.metrics import evaluate_elbo
 from vaelab.losses import elbo_terms
@@ -191,7 +191,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     device = resolve_device(args.device)
-    autocast = {"fp32": None, "bf16": torch.bfloat16}[args.precision]
+    autocast = AUTOCAST[args.precision]
     root = Path(args.root) if args.root else default_root()
     data = load_mnist(ensure_mnist(root), device)
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""

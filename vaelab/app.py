@@ -8,9 +8,9 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent import futures
 import time
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -273,10 +273,10 @@ def build_objective(cfg: DictConfig, data: Dataset) -> ELBO:
     return build("loss", cfg.loss, kl=kl)
 
 
-def build(group: str, node: DictConfig, **kwargs: object):  # noqa: ANN201 - whatever _target_ names
-    """Instantiate `node._target_` with its keys and `kwargs`; a failure is a one-line ConfigError."""
+def build(group: str, node: DictConfig, *args: object, **kwargs: object):  # noqa: ANN201 - whatever _target_ names
+    """Instantiate `node._target_` with its keys, `args` and `kwargs`; a failure is a one-line ConfigError."""
     try:
-        return instantiate(node, _partial_=True)(**kwargs)
+        return instantiate(node, _partial_=True)(*args, **kwargs)
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - a bad config gets one line, not a traceback
@@ -286,20 +286,12 @@ def build(group: str, node: DictConfig, **kwargs: object):  # noqa: ANN201 - wha
 
 def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Instantiate the `_partial_` optimizer factory on the model's parameters."""
-    return _build("optimizer", opt_cfg, model.parameters())
+    return build("optimizer", opt_cfg, model.parameters())
 
 
 def build_scheduler(sched_cfg: DictConfig, optimizer: torch.optim.Optimizer) -> LRScheduler:
     """Instantiate the `_partial_` learning-rate scheduler factory on the optimizer."""
-    return _build("scheduler", sched_cfg, optimizer)
-
-
-def _build(group: str, factory_cfg: DictConfig, arg: object):  # noqa: ANN202
-    try:
-        return instantiate(factory_cfg)(arg)
-    except Exception as err:  # noqa: BLE001 - a bad config gets one line, not a traceback
-        cause = err.__cause__ or err
-        raise ConfigError(f"{group} {factory_cfg.get('_target_')} could not be built: {cause}") from None
+    return build("scheduler", sched_cfg, optimizer)
 
 
 def log_datasets(tracker: NullTracker, data_cfg: DictConfig, data: Dataset) -> None:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from hydra.utils import get_class, get_method
+from hydra.utils import get_class
 from torch import nn
 
 from vaelab.errors import ConfigError
@@ -101,6 +101,4 @@ class ConvVAE(VAE):
         act = get_class(activation)
         encoder = ConvEncoder(image_shape, channels, kernels, strides, dense_dim, latent_dim, act)
         decoder = ConvDecoder(encoder, channels, kernels, strides, latent_dim, act)
-        super().__init__(encoder, decoder, likelihood)
-        if init is not None:
-            self.apply(get_method(init))
+        super().__init__(encoder, decoder, likelihood, init)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from hydra.utils import get_class, get_method
+from hydra.utils import get_class
 from torch import nn
 
 from vaelab.errors import ConfigError
@@ -72,9 +72,8 @@ class MLPVAE(VAE):
             GaussianEncoder(input_dim, hidden, latent_dim, act),
             BernoulliDecoder(latent_dim, hidden, input_dim, act),
             likelihood,
+            init,
         )
-        if init is not None:  # a function applied to every module, e.g. vaelab.models.keras_init
-            self.apply(get_method(init))
 
 
 def checked_input_dim(input_dim: int | None, image_shape: Sequence[int]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from hydra.utils import get_method
 from torch import nn
 
 from vaelab.likelihoods import Bernoulli
@@ -21,11 +22,14 @@ class VAE(nn.Module):
     """Encoder, reparameterised sample, decoder (Kingma & Welling 2014); the likelihood p(x|z)
     rides along so that its own parameters (a learned sigma) train and save with the model."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module | None = None):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module | None = None,
+                 init: str | None = None):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.likelihood = Bernoulli() if likelihood is None else likelihood
+        if init is not None:  # a function applied to every module, e.g. vaelab.models.keras_init
+            self.apply(get_method(init))
 
     @property
     def latent_dim(self) -> int:
