@@ -17,9 +17,9 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -277,7 +277,7 @@ class MlflowTracker(NullTracker):
         mid-run, say how to log what is kept locally."""
         self._worker.drain()
         if self.offline is None:
-            self._worker.submit(_end_run, "FINISHED", None, self.note("FINISHED"), keep=True)
+            self._worker.submit(_end_run_finished, self.note("FINISHED"), keep=True)
             self._worker.drain()
         self._worker.stop()
         if self.offline is not None:
@@ -392,14 +392,13 @@ def _fluent(name: str) -> Any:
     return call
 
 
-def _end_run(status: str, error: str | None, note: str | None = None) -> None:
+def _end_run_finished(note: str) -> None:
+    """End the worker's active run FINISHED, its description set (a failed or killed run is
+    ended from the main thread by `_terminate`)."""
     import mlflow
 
-    if note:
-        mlflow.set_tag("mlflow.note.content", note)
-    if error:
-        mlflow.set_tag("error", error[:5000])
-    mlflow.end_run(status=status)
+    mlflow.set_tag("mlflow.note.content", note)
+    mlflow.end_run(status="FINISHED")
 
 
 def _terminate(run_id: str, status: str, error: str | None, note: str | None = None) -> None:
