@@ -8,7 +8,7 @@ PORT   ?= 5000
 SERVER_PORT ?= 5001
 ARGS   ?=
 
-.PHONY: install train test test-fast ui server bench clean
+.PHONY: install train test test-fast ui server bench bench-peers clean
 
 install: $(STAMP)
 
@@ -41,5 +41,14 @@ server: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py $(ARGS)
 
+# experiment=keras_seed against the seed's own Keras model (Keras 3 on the same torch). Keras is
+# not a vaelab dependency: it goes into .peers/, next to vaelab's packages, not into them.
+PEERS := .peers
+$(PEERS)/keras: $(STAMP)
+	$(PY) -m pip install --quiet --upgrade --target $(PEERS) --no-deps 'keras>=3.5' absl-py h5py ml-dtypes optree namex
+
+bench-peers: $(PEERS)/keras
+	$(PY) benchmarks/bench_peers.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(PEERS) build dist *.egg-info .pytest_cache

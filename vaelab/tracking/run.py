@@ -438,14 +438,36 @@ def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
     logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
     with torch.no_grad():
         logits = model(torch.from_numpy(example)).logits.numpy()
-    return mlflow.pytorch.log_model(
-        model,
-        name=name,
-        signature=infer_signature(example, logits),
-        input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
-        serialization_format="pickle",  # a plain nn.Module back from load_model
-    )
+    with _requirements_unchecked():
+        return mlflow.pytorch.log_model(
+            model,
+            name=name,
+            signature=infer_signature(example, logits),
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
+            serialization_format="pickle",  # a plain nn.Module back from load_model
+        )
+
+
+@contextlib.contextmanager
+def _requirements_unchecked() -> Iterator[None]:
+    """Skip MLflow's check of the model's pip requirements against the installed packages while
+    a model is logged (once on saving, once more on loading it back to validate the input example).
+    Each check first maps every installed distribution to its modules
+    (`importlib.metadata.packages_distributions`: about 1.6 s of every run's wrap-up here), and it
+    cannot fail for ours: they are read from this very environment. Under an MLflow without this
+    hook, nothing is skipped."""
+    from mlflow.utils import requirements_utils
+
+    check = getattr(requirements_utils, "_check_requirement_satisfied", None)
+    if check is None:
+        yield
+        return
+    requirements_utils._check_requirement_satisfied = lambda requirement: None  # noqa: SLF001
+    try:
+        yield
+    finally:
+        requirements_utils._check_requirement_satisfied = check  # noqa: SLF001
 
 
 class _KnownWarnings(logging.Filter):
