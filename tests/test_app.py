@@ -216,3 +216,52 @@ def test_logging_a_model_skips_mlflows_scan_of_the_installed_packages(tmp_path, 
     requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
     assert {"vaelab", f"torch=={torch.__version__.split('+')[0]}"} <= set(open(requirements).read().split())
     assert mlflow.pytorch.load_model(info.model_uri)(torch.rand(2, 784)).logits.shape == (2, 784)
+
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The names of the per-epoch figures drawn, in order (the real drawings are made)."""
+    from vaelab import plots
+
+    names = []
+    for name in ("latent_scatter", "manifold_figure"):
+        def counted(*args, _draw=getattr(plots, name), _name=name, **kwargs):
+            names.append(_name)
+            return _draw(*args, **kwargs)
+        monkeypatch.setattr(plots, name, counted)
+    return names
+
+
+def test_the_last_epochs_pictures_are_the_runs_figures_drawn_once(tracked_cfg, drawn):
+    cfg = tracked_cfg("trainer.epochs=2")
+    app.run(cfg)
+    assert sorted(drawn) == ["latent_scatter"] * 2 + ["manifold_figure"] * 2  # one per epoch, none again
+    run = only_run(cfg)
+    figures = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/latent_space.png", "figures/manifold.png", "figures/kl_per_dimension.png"} <= figures
+
+
+def test_a_run_stopped_after_its_last_epoch_draws_its_figures_when_resumed(tracked_cfg, drawn, monkeypatch):
+    """No epoch is left to report the final figures, so the wrap-up draws them."""
+    finish = app.finish
+    calls = []
+
+    def stopped_once(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # after the last epoch's checkpoint, before the wrap-up
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(app, "finish", stopped_once)
+    cfg = tracked_cfg("trainer.epochs=2")
+    with pytest.raises(KeyboardInterrupt):
+        app.run(cfg)
+    assert only_run(cfg).info.status == "KILLED" and calls[0]["figures"] is False
+    drawn.clear()
+    app.run(cfg)  # resumes after epoch 2: nothing to train
+    assert calls[1]["figures"] is True and sorted(drawn) == ["latent_scatter", "manifold_figure"]
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED"
+    figures = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/latent_space.png", "figures/manifold.png", "figures/kl_per_dimension.png"} <= figures

@@ -126,7 +126,8 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
             on_checkpoint=partial(spool.save, tracker=tracker, every=cfg.trainer.checkpoint_every,
                                   last=cfg.trainer.epochs, run_id=lambda: tracker.run_id, identity=identity),
         )
-        final = finish(tracker, model, data, cfg, probe)
+        ran_last = resume is None or resume["epoch"] < cfg.trainer.epochs  # its report drew the final figures
+        final = finish(tracker, model, data, cfg, probe, figures=not ran_last)
         tracker.log_metrics({"time/total_s": time.perf_counter() - started})
         print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final, flush=True)
     print(tracker.describe())
@@ -332,7 +333,7 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
-        log_epoch_images(tracker, model, probe, cfg, epoch)
+        log_epoch_images(tracker, model, probe, cfg, epoch, final=last)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
@@ -341,9 +342,11 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
         tracker.log_metrics(metrics, step=epoch)
 
 
-def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int) -> None:
+def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int,
+                     final: bool = False) -> None:
     """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
-    reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold."""
+    reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold.
+    The last epoch's latent means and manifold are also the run's figures (`final`)."""
     from vaelab.plots import image_grid, latent_scatter, manifold_figure, manifold_latents, reconstruction_grid
 
     shape = probe.image_shape
@@ -352,11 +355,12 @@ def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictCo
     tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
     mu, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
     labels = probe.test_y
-    tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, labels, title=f"{name} · epoch {epoch}"), epoch)
+    tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, labels, title=f"{name} · epoch {epoch}"), epoch,
+                     final=final)
     if cfg.model.latent_dim == 2:
         decoded = decode(model, manifold_latents().to(mu.device))
         tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=shape, title=f"{name} · epoch {epoch}"),
-                         epoch)
+                         epoch, final=final)
 
 
 LATENT_KEY = "latent_space"  # the keyed image of the test set's latent means
@@ -374,8 +378,11 @@ class Lap:
         return elapsed
 
 
-def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, probe: Probe) -> str:
-    """End-of-run evaluation and figures; returns extra text for the console summary."""
+def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, probe: Probe,
+           figures: bool = True) -> str:
+    """End-of-run evaluation and figures; returns extra text for the console summary. The latent
+    means and the manifold are drawn here only with `figures` (the last epoch's report drew them
+    unless a resume found the training already done)."""
     mu, logvar = encode_means(model, data.test.x, cfg.trainer.eval_batch_size)
     kl_dims = kl_per_dimension(mu, logvar).tolist()
     final = {"test/active_units": float(active_units(mu, logvar))}
@@ -394,8 +401,9 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
         from vaelab.plots import latent_scatter, manifold_figure, manifold_latents
 
         tracker.log_plot("kl_per_dimension", lambda name: kl_figure(kl_dims, title=name))
-        tracker.log_plot("latent_space", lambda name: latent_scatter(mu, data.test.y, title=name))
-        if cfg.model.latent_dim == 2:
+        if figures:
+            tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, data.test.y, title=name))
+        if figures and cfg.model.latent_dim == 2:
             decoded = decode(model, manifold_latents().to(mu.device))
             tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=probe.image_shape, title=name))
         tracker.log_model(model, data.test.x[:1].cpu().numpy())

@@ -121,7 +121,7 @@ class NullTracker:
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
     def log_figure(self, figure: Any, name: str) -> None: ...
-    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None) -> None: ...
+    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None: ...
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None: ...
     def log_model(self, model: Any, example: np.ndarray) -> None: ...
     def log_checkpoint(self, path: Path, epoch: int) -> None: ...
@@ -322,20 +322,21 @@ class MlflowTracker(NullTracker):
     def log_figure(self, figure: Any, name: str) -> None:
         self._worker.submit(_fluent("log_figure"), figure, f"{FIGURES}/{name}.png")
 
-    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None) -> None:
-        """Draw `make(run name)` on the worker thread; with a step, a keyed image for the slider."""
-        self._worker.submit(self._draw, key, make, step)
+    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None:
+        """Draw `make(run name)` on the worker thread: with a step, a keyed image for the slider;
+        without one, or `final`, the run's figure `figures/<key>.png` (one drawing for both)."""
+        self._worker.submit(self._draw, key, make, step, final)
 
-    def _draw(self, key: str, make: Callable[[str], Any], step: int | None) -> None:
+    def _draw(self, key: str, make: Callable[[str], Any], step: int | None, final: bool) -> None:
         import mlflow
 
         from vaelab.plots import figure_to_array
 
-        figure = make(self.name or "")
-        if step is None:
-            mlflow.log_figure(figure, f"{FIGURES}/{key}.png")
-        else:
-            mlflow.log_image(figure_to_array(figure), key=key, step=step)
+        image = figure_to_array(make(self.name or ""))
+        if step is not None:
+            mlflow.log_image(image, key=key, step=step)
+        if step is None or final:  # the pixels savefig would draw again (the figure's own dpi)
+            mlflow.log_image(image, artifact_file=f"{FIGURES}/{key}.png")
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images."""
