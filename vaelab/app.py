@@ -71,8 +71,12 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     lookup = tracker.connect(identity)  # reaching the store overlaps reading the data
     set_threads(cfg.trainer.threads, context)
     torch.manual_seed(cfg.trainer.seed)
-    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
-    warm.start()  # torch.optim imports it on construction (~1.2 s); overlap that with reading the data
+    # Imports the run needs soon, overlapped with reading the data: torch.optim imports torch._dynamo
+    # on construction (2.4 s CPU), and the first epoch's pictures need matplotlib (0.6 s), which
+    # would otherwise be imported on the training thread at the end of epoch 1 (docs/performance.md).
+    soon = ["torch._dynamo", *(["vaelab.plots"] if tracker.enabled else [])]
+    warm = threading.Thread(target=lambda: [importlib.import_module(name) for name in soon], daemon=True)
+    warm.start()
     try:
         data = prepare_data(cfg.data, device)
         plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
