@@ -49,11 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = ui_server(args.store, args.host, args.port)
     try:
-        server.check_port()
+        server.prepare()
     except ServiceError as err:
         print(f"vaelab ui: error: {err}", file=sys.stderr)
         return 2
-    server.artifacts.mkdir(parents=True, exist_ok=True)
     print(f"vaelab ui: {server.backend_uri} at {server.uri}", flush=True)
     command = server.command()
     os.execve(command[0], command, server.environment())  # the server becomes this process: Ctrl-C reaches it

@@ -48,13 +48,15 @@ class MlflowServer(Service):
         env.pop("MLFLOW_TRACKING_URI", None)
         return env
 
-    def check_port(self) -> None:
+    def prepare(self) -> None:
+        """What the server needs before it starts, here or exec'd by `vaelab ui`: a free port (else
+        a one-line ServiceError) and the artifacts folder."""
         if port_open(self.host, self.port):
             raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port)")
+        self.artifacts.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        self.check_port()
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.prepare()
         self.daemon = Daemon(
             "MLflow server", self.command(), self.log, env=self.environment(), cwd=self.artifacts.parent,
             whole_group=True,  # `mlflow server` runs its web server (uvicorn) as a child process

@@ -120,7 +120,6 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
-    def log_figure(self, figure: Any, name: str) -> None: ...
     def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None: ...
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None: ...
     def log_model(self, model: Any, example: np.ndarray) -> None: ...
@@ -314,13 +313,7 @@ class MlflowTracker(NullTracker):
         self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step, timestamp=stamp)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
-        if step is None:  # never into images/: the UI drops all keyed images if one file there is not its own
-            self._worker.submit(_fluent("log_image"), image, artifact_file=f"{FIGURES}/{key}.png")
-        else:  # the UI's Image grid shows keyed images with a step slider
-            self._worker.submit(_fluent("log_image"), image, key=key, step=step)
-
-    def log_figure(self, figure: Any, name: str) -> None:
-        self._worker.submit(_fluent("log_figure"), figure, f"{FIGURES}/{name}.png")
+        self._worker.submit(_log_picture, image, key, step)
 
     def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None:
         """Draw `make(run name)` on the worker thread: with a step, a keyed image for the slider;
@@ -328,15 +321,13 @@ class MlflowTracker(NullTracker):
         self._worker.submit(self._draw, key, make, step, final)
 
     def _draw(self, key: str, make: Callable[[str], Any], step: int | None, final: bool) -> None:
-        import mlflow
-
         from vaelab.plots import figure_to_array
 
-        image = figure_to_array(make(self.name or ""))
+        image = figure_to_array(make(self.name or ""))  # the pixels savefig would draw (the figure's dpi)
         if step is not None:
-            mlflow.log_image(image, key=key, step=step)
-        if step is None or final:  # the pixels savefig would draw again (the figure's own dpi)
-            mlflow.log_image(image, artifact_file=f"{FIGURES}/{key}.png")
+            _log_picture(image, key, step)
+        if step is None or final:
+            _log_picture(image, key, None)
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images."""
@@ -391,6 +382,18 @@ def _fluent(name: str) -> Any:
 
         return getattr(mlflow, name)(*args, **kwargs)
     return call
+
+
+def _log_picture(image: np.ndarray, key: str, step: int | None) -> None:
+    """An RGB or grey array into the worker's active run: with a step, a keyed image (the UI's
+    Image grid, with a step slider); without one, the figure `figures/<key>.png`, never into
+    images/, since the UI drops all keyed images if one file there is not its own."""
+    import mlflow
+
+    if step is None:
+        mlflow.log_image(image, artifact_file=f"{FIGURES}/{key}.png")
+    else:
+        mlflow.log_image(image, key=key, step=step)
 
 
 def _end_run_finished(note: str) -> None:
