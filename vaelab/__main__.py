@@ -33,6 +33,9 @@ register_help_resolver()  # `vaelab --help` is built from the schema (hydra.help
 def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
+    from vaelab.tracking.remote import prestart
+
+    prestart(cfg.tracking)  # MLflow starts importing in the logging process while torch imports here
     from vaelab.app import execute  # torch and friends load after Hydra has parsed the command line
     from vaelab.tracking.sweep import JobRecord
 
@@ -150,6 +153,10 @@ def stopped(err: Interrupted) -> None:
     from vaelab.signals import ignore_further
 
     ignore_further()
+    if "vaelab.tracking.remote" in sys.modules:  # its runs are closed: it need not outlive them
+        from vaelab.tracking.remote import close_shared
+
+        close_shared()
     forward_to_children(err.signum)
     if "vaelab.tracking.sweep" in sys.modules:
         from vaelab.tracking.sweep import abort_sweeps

@@ -71,11 +71,8 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     lookup = tracker.connect(identity)  # reaching the store overlaps reading the data
     set_threads(cfg.trainer.threads, context)
     torch.manual_seed(cfg.trainer.seed)
-    # Imports the run needs soon, overlapped with reading the data: torch.optim imports torch._dynamo
-    # on construction (2.4 s CPU), and the first epoch's pictures need matplotlib (0.6 s), which
-    # would otherwise be imported on the training thread at the end of epoch 1 (docs/performance.md).
-    soon = ["torch._dynamo", *(["vaelab.plots"] if tracker.enabled else [])]
-    warm = threading.Thread(target=lambda: [importlib.import_module(name) for name in soon], daemon=True)
+    # torch.optim imports torch._dynamo on construction (2.4 s CPU): overlapped with reading the data.
+    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
     warm.start()
     try:
         data = prepare_data(cfg.data, device)
@@ -85,8 +82,8 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
         return train_and_track(cfg, context, identity, tracker, plan.past, data, device, started)
     finally:
         # Helper threads must be idle before an error ends the process: one still importing
-        # (torch._dynamo here, mlflow on the tracker's thread) at interpreter exit aborts it
-        # with SIGABRT (exit 134) instead of the error's own exit code.
+        # (torch._dynamo here) at interpreter exit aborts it with SIGABRT (exit 134) instead of
+        # the error's own exit code.
         warm.join()
         futures.wait([lookup])
 
@@ -351,20 +348,18 @@ def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictCo
     """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
     reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold.
     The last epoch's latent means and manifold are also the run's figures (`final`)."""
-    from vaelab.plots import image_grid, latent_scatter, manifold_figure, manifold_latents, reconstruction_grid
+    from vaelab.plots import as_array, image_grid, latent_scatter, manifold_figure, manifold_latents, reconstruction_grid
 
     shape = probe.image_shape
     tracker.log_image("reconstructions",
                       reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
     tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
     mu, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
-    labels = probe.test_y
-    tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, labels, title=f"{name} · epoch {epoch}"), epoch,
-                     final=final)
+    labels = None if probe.test_y is None else as_array(probe.test_y)
+    tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels), epoch, final=final)
     if cfg.model.latent_dim == 2:
         decoded = decode(model, manifold_latents().to(mu.device))
-        tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=shape, title=f"{name} · epoch {epoch}"),
-                         epoch, final=final)
+        tracker.log_plot("manifold", partial(manifold_figure, as_array(decoded), shape=shape), epoch, final=final)
 
 
 LATENT_KEY = "latent_space"  # the keyed image of the test set's latent means
@@ -402,13 +397,14 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
     tracker.log_metrics(final, step=cfg.trainer.epochs)
     if tracker.enabled:
         from vaelab.plots import kl_per_dimension as kl_figure
-        from vaelab.plots import latent_scatter, manifold_figure, manifold_latents
+        from vaelab.plots import as_array, latent_scatter, manifold_figure, manifold_latents
 
-        tracker.log_plot("kl_per_dimension", lambda name: kl_figure(kl_dims, title=name))
+        tracker.log_plot("kl_per_dimension", partial(kl_figure, kl_dims))
         if figures:
-            tracker.log_plot(LATENT_KEY, lambda name: latent_scatter(mu, data.test.y, title=name))
+            labels = None if data.test.y is None else as_array(data.test.y)
+            tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels))
         if figures and cfg.model.latent_dim == 2:
             decoded = decode(model, manifold_latents().to(mu.device))
-            tracker.log_plot("manifold", lambda name: manifold_figure(decoded, shape=probe.image_shape, title=name))
+            tracker.log_plot("manifold", partial(manifold_figure, as_array(decoded), shape=probe.image_shape))
         tracker.log_model(model, data.test.x[:1].cpu().numpy())
     return "".join(f"; {k} {v:.2f}" for k, v in final.items() if not k.startswith("test/kl_z"))

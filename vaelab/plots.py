@@ -1,27 +1,42 @@
-"""Pure plotting functions: tensors in, image arrays or matplotlib figures out. No I/O."""
+"""Pure plotting functions: tensors or arrays in, image arrays or matplotlib figures out. No I/O.
+
+Figures are drawn in the logging process (`vaelab.tracking.remote`), which gets their data as
+NumPy arrays and imports neither torch nor, in the training process, matplotlib: matplotlib is
+imported by the functions that draw, and torch only by `manifold_latents`, which makes a model's
+input.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
 
 SIDE = 28  # MNIST's images are 28 x 28: the default shape
 # PER_EPOCH_LAYOUT: the two figures drawn every epoch (latent scatter, manifold) have fixed margins,
 # those tight_layout chose for them; tight_layout lays every text out once more: 0.8x their CPU
-# without it (~310 -> ~250 ms each) on the logging thread, which shares the CPU with training
+# without it (~310 -> ~250 ms each) in the logging process, which shares the CPU with training
 # (docs/performance.md).
 
 
-def image_grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 2,
+def as_array(values: Any) -> np.ndarray:
+    """A tensor (on any device) or array-like as a float32 NumPy array."""
+    if hasattr(values, "detach"):  # a torch tensor, without importing torch here
+        values = values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
+def image_grid(images: torch.Tensor | np.ndarray, ncol: int, pad: int = 2, scale: int = 2,
                shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
     """Tile flat images (N, C*H*W) in [0, 1] into one uint8 picture, `ncol` per row (more than
     one channel: their grey mean)."""
     h, w = shape[-2:]
-    imgs = images.detach().float().cpu().clamp(0, 1).reshape(len(images), -1, h, w).mean(1).numpy()  # (N, H, W)
+    imgs = np.clip(as_array(images), 0, 1).reshape(len(images), -1, h, w).mean(1)  # (N, H, W)
     nrow = -(-len(imgs) // ncol)
     canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.float32)
     for i, img in enumerate(imgs):
@@ -31,35 +46,40 @@ def image_grid(images: torch.Tensor, ncol: int, pad: int = 2, scale: int = 2,
     return (canvas * 255).round().astype(np.uint8)
 
 
-def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor, ncol: int = 10,
+def reconstruction_grid(originals: torch.Tensor | np.ndarray, recons: torch.Tensor | np.ndarray, ncol: int = 10,
                         shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
     """Rows of originals, each directly above the row of their reconstructions."""
+    originals, recons = as_array(originals), as_array(recons)
     rows = []
     for start in range(0, len(originals), ncol):
         rows += [originals[start : start + ncol], recons[start : start + ncol]]
-    return image_grid(torch.cat(rows), ncol, shape=shape)
+    return image_grid(np.concatenate(rows), ncol, shape=shape)
 
 
-def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | None = None, seed: int = 0) -> Figure:
+def latent_scatter(z: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray | None, title: str | None = None,
+                   seed: int = 0) -> Figure:
     """Test-set latent means coloured by label (one colour without labels); more than 2
     dimensions are projected by PCA.
 
     Points are drawn in one shuffled pass (not class by class), so no class hides under the next.
     """
-    z = z.detach().float().cpu()
+    z = as_array(z)
     legend = labels is not None
-    labels = np.zeros(len(z), dtype=int) if labels is None else labels.cpu().numpy()
+    labels = np.zeros(len(z), dtype=int) if labels is None else as_array(labels).astype(int)
     dims = z.shape[1]
     if dims > 2:
         points, var = pca_2d(z)
         what = f"PCA of the {dims}-D latent means ({var:.0%} of variance shown)"
         xlabel, ylabel = "PC 1", "PC 2"
     else:
-        points = torch.cat([z, torch.zeros(len(z), 2 - dims)], dim=1).numpy()
+        points = np.concatenate([z, np.zeros((len(z), 2 - dims), dtype=np.float32)], axis=1)
         what, xlabel, ylabel = "Latent means of the test set", "z[0]", "z[1]" if dims == 2 else ""
+    import matplotlib
+    from matplotlib.lines import Line2D
+
     order = np.random.default_rng(seed).permutation(len(points))
     cmap = matplotlib.colormaps["tab10"]
-    fig = Figure(figsize=(7, 6), dpi=100)
+    fig = new_figure(7, 6)
     ax = fig.add_subplot()
     # no marker edges: the same dots, drawn in half the time (this figure is drawn every epoch)
     ax.scatter(points[order, 0], points[order, 1], s=4, linewidths=0, c=cmap(labels[order] % 10))
@@ -72,19 +92,33 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None, title: str | No
     return fig
 
 
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure of this size in inches, at 100 dpi, drawn off-screen (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
 def figure_to_array(figure: Figure) -> np.ndarray:
     """Render a figure to an RGB uint8 array (H, W, 3), e.g. for a keyed image with a step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def pca_2d(z: torch.Tensor) -> tuple[np.ndarray, float]:
+def pca_2d(z: np.ndarray) -> tuple[np.ndarray, float]:
     """Project (N, L) onto its top two principal components; return points and explained share."""
-    centred = z - z.mean(dim=0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    centred = z - z.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
     share = float((s[:2] ** 2).sum() / (s**2).sum())
-    return (centred @ v[:2].T).numpy(), share
+    return centred @ vt[:2].T, share
+
+
+def gaussian_quantiles(n: int = 15, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """The standard normal's quantiles at n evenly spaced levels from `low` to `high`."""
+    return np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)], dtype=np.float32)
 
 
 def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
@@ -92,19 +126,21 @@ def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torc
 
     Rows run from high z[1] at the top to low at the bottom, so the picture reads like the plane.
     """
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(low, high, n))
-    zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
-    return torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1)
+    import torch
+
+    q = gaussian_quantiles(n, low, high)
+    zy, zx = np.meshgrid(q[::-1], q, indexing="ij")
+    return torch.from_numpy(np.stack([zx.reshape(-1), zy.reshape(-1)], axis=1))
 
 
-def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE),
+def manifold_figure(images: torch.Tensor | np.ndarray, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE),
                     title: str | None = None) -> Figure:
     """The decoded manifold: an n x n mosaic of decodings of `manifold_latents(n)`."""
     mosaic = image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
-    fig = Figure(figsize=(8, 8), dpi=100)
+    fig = new_figure(8, 8)
     ax = fig.add_subplot()
     ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n))
-    ticks = manifold_latents(n)[:n, 0].numpy()
+    ticks = gaussian_quantiles(n)
     ax.set_xticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set_yticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set(title=f"{title}\nDecoded latent manifold" if title else "Decoded latent manifold",
@@ -116,7 +152,7 @@ def manifold_figure(images: torch.Tensor, n: int = 15, shape: tuple[int, ...] = 
 def rate_distortion(kl: list[float], recon: list[float], labels: list[str], title: str | None = None) -> Figure:
     """KL (rate) against reconstruction (distortion), one labelled point per run (runs are
     configurations, not a sequence: no line joins them)."""
-    fig = Figure(figsize=(6, 5), dpi=100)
+    fig = new_figure(6, 5)
     ax = fig.add_subplot()
     ax.scatter(kl, recon, s=30, zorder=2)
     for x, y, label in zip(kl, recon, labels):
@@ -132,7 +168,7 @@ def rate_distortion(kl: list[float], recon: list[float], labels: list[str], titl
 def objective_per_config(losses: list[float], labels: list[str], title: str | None = None) -> Figure:
     """Final test loss of each configuration as horizontal bars, best at the top, value printed."""
     order = sorted(range(len(losses)), key=lambda i: losses[i], reverse=True)
-    fig = Figure(figsize=(7, 1.2 + 0.4 * len(losses)), dpi=100)
+    fig = new_figure(7, 1.2 + 0.4 * len(losses))
     ax = fig.add_subplot()
     values = [losses[i] for i in order]
     bars = ax.barh([labels[i] for i in order], values, color="tab:blue")
@@ -148,7 +184,7 @@ def objective_per_config(losses: list[float], labels: list[str], title: str | No
 
 def kl_per_dimension(kl: list[float], title: str | None = None) -> Figure:
     """Mean test KL of each latent dimension, so collapsed units show as bars near zero."""
-    fig = Figure(figsize=(max(4, 0.3 * len(kl) + 2), 3.5), dpi=100)
+    fig = new_figure(max(4, 0.3 * len(kl) + 2), 3.5)
     ax = fig.add_subplot()
     ax.bar(range(len(kl)), kl, color="tab:blue")
     ax.set(xlabel="latent dimension", ylabel="KL (nats/image)",

@@ -49,9 +49,9 @@ def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status:
 NOTE_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
 
 
-def log_dataset(name: str, x: Any, source: str, context: str) -> None:
-    """`x` as an MLflow dataset input of the active run: `name`, the folder it came from, a digest."""
-    import hashlib
+def log_dataset(name: str, digest: str, source: str, context: str) -> None:
+    """A dataset input of the active run: `name`, the folder it came from, a digest of the images
+    as used."""
     import warnings
 
     import mlflow
@@ -59,7 +59,6 @@ def log_dataset(name: str, x: Any, source: str, context: str) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = hashlib.md5(x.detach().cpu().numpy().tobytes()).hexdigest()[:8]  # the images as used
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local folder either way
         warnings.simplefilter("ignore")
         where = resolve_dataset_source(source)

@@ -1,6 +1,6 @@
 """One tracked training run: `MlflowTracker` (lifecycle, params, metrics, images, checkpoints,
-the model, logged from a background thread) and `NullTracker`, the same interface doing nothing
-(`tracking=none`).
+the model, logged by the logging process, `remote`) and `NullTracker`, the same interface doing
+nothing (`tracking=none`).
 
 A tracker never costs the training: the store is reached before anything trains (an unreachable
 or unwritable store is a one-line error), a busy store is waited for, and a store that fails
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -28,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from vaelab.errors import TrackingError
 from vaelab.tracking.links import run_link, ui_base
 from vaelab.tracking.presentation import FIGURES, log_dataset, model_name, run_note, sweep_job_name, ui_hint
+from vaelab.tracking.remote import Remote
 from vaelab.tracking.store import use_experiment
-from vaelab.tracking.worker import Worker, is_busy, short_error
+from vaelab.tracking.worker import is_busy, short_error
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
@@ -120,7 +123,7 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None: ...
-    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None: ...
+    def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None: ...
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None: ...
     def log_model(self, model: Any, example: np.ndarray) -> None: ...
     def log_checkpoint(self, path: Path, epoch: int) -> None: ...
@@ -133,14 +136,15 @@ class NullTracker:
 
 
 class MlflowTracker(NullTracker):
-    """One MLflow run per training job, logged from a background thread.
+    """One MLflow run per training job, logged by the logging process (`remote`).
 
-    Every MLflow call (import, store set-up, the run itself, params, metrics, images, model) runs
-    in order on one worker thread that owns the run, so training starts without waiting for MLflow
-    and per-epoch pictures are encoded and written while the next epoch trains. A call that fails
-    is retried for up to `patience_s` (a store locked by another writer costs waiting, not the
-    run); if the store stays away, logging stops and training goes on. Leaving `start` waits for
-    everything queued, then sets the run's final status.
+    Every MLflow call (import, store set-up, the run itself, params, metrics, pictures, model)
+    runs in order there, on one thread that owns the run, so training starts without waiting for
+    MLflow, and per-epoch pictures are drawn, encoded and written on the other core while the next
+    epoch trains, never holding the training process's GIL. A call that fails is retried for up to
+    `patience_s` (a store locked by another writer costs waiting, not the run); if the store stays
+    away, logging stops and training goes on. Leaving `start` waits for everything queued, then
+    sets the run's final status.
     """
 
     enabled = True
@@ -170,10 +174,11 @@ class MlflowTracker(NullTracker):
         self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
         self._command = "vaelab"
         self.experiment_id: str | None = None
-        self._worker = Worker(patience_s)
+        self._digests: list[threading.Thread] = []  # dataset digests being computed for log_dataset
         # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
+        self._worker = Remote(patience_s)  # after the environment above: the logging process gets it
 
     def scope(self) -> str:
         import hashlib
@@ -186,43 +191,23 @@ class MlflowTracker(NullTracker):
 
     def connect(self, identity: str) -> Future:
         """Reach the store (within `connect_timeout_s`; a busy store gets `patience_s`) and return
-        the latest earlier run with this identity; runs on the worker while the caller loads data."""
-        return self._worker.call(self._connect, identity)
+        the latest earlier run with this identity; runs in the logging process while the caller
+        loads data."""
+        found: Future = Future()
 
-    def _connect(self, identity: str) -> PastRun | None:
-        return self._before_training(self._lookup, identity)
+        def done(lookup: Future) -> None:
+            if lookup.exception() is not None:
+                found.set_exception(lookup.exception())
+                return
+            self.experiment_id, past = lookup.result()
+            found.set_result(past)
 
-    def _before_training(self, fn: Any, *args: Any) -> Any:
-        """Call `fn` until it succeeds: a store that is unreachable or refuses writes for
-        `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
-        started = time.monotonic()
-        while True:
-            try:
-                return fn(*args)
-            except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
-                waited = time.monotonic() - started
-                if waited > (self.patience_s if is_busy(err) else self.connect_timeout_s):
-                    raise TrackingError(f"the tracking store {self.uri} cannot be reached or written: "
-                                        f"{short_error(err)}; check tracking.uri") from None
-                time.sleep(0.5)
+        self._worker.call(_before_training, self._patience(), _lookup, self.uri, self.experiment,
+                          self.artifact_location, identity).add_done_callback(done)
+        return found
 
-    def _lookup(self, identity: str) -> PastRun | None:
-        from mlflow import MlflowClient
-
-        self.experiment_id = use_experiment(self.uri, self.experiment, self.artifact_location)
-        client = MlflowClient()
-        found = client.search_runs([self.experiment_id], f"tags.`{IDENTITY_TAG}` = '{identity}'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
-        if not found:
-            return None
-        run = found[0]
-        tags = run.data.tags
-        logged = {m.step for m in client.get_metric_history(run.info.run_id, "test/loss")}
-        return PastRun(run_id=run.info.run_id, status=run.info.status, name=run.info.run_name,
-                       test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG),
-                       error=tags.get("error"), host=tags.get("vaelab.host"),
-                       pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
-                       logged_epochs=logged)
+    def _patience(self) -> Patience:
+        return Patience(self.uri, self.connect_timeout_s, self.patience_s)
 
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
@@ -238,8 +223,11 @@ class MlflowTracker(NullTracker):
             IDENTITY_TAG: identity, "vaelab.code": code_digest(),
             "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
         }
-        self._worker.call(self._before_training, self._open, run_name(cfg), params, tags, context,
-                          resume.run_id if resume else None, bool(cfg.tracking.get("run_name"))).result()
+        self.run_id, self.name = self._worker.call(
+            _before_training, self._patience(), _open, run_name(cfg), params, tags, context,
+            resume.run_id if resume else None, bool(cfg.tracking.get("run_name")), self.parent_run_id,
+            self.experiment_id).result()
+        self._worker.submit(_import_for_pictures)
         try:
             yield self
         except KeyboardInterrupt:
@@ -251,29 +239,11 @@ class MlflowTracker(NullTracker):
         else:
             self._finish()
 
-    def _open(self, name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext,
-              resume_id: str | None, named: bool = False) -> None:
-        import mlflow
-
-        if self.parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
-            name = sweep_job_name(mlflow.get_run(self.parent_run_id).data.tags.get("overrides", ""),
-                                  context.overrides) or name
-        if mlflow.active_run() is None:  # retried calls must not open a second run
-            if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
-                mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
-            else:
-                mlflow.start_run(experiment_id=self.experiment_id, run_name=name,
-                                 parent_run_id=self.parent_run_id, tags=tags)
-        self.run_id = mlflow.active_run().info.run_id
-        self.name = mlflow.active_run().info.run_name or name
-        if resume_id is None:
-            mlflow.log_params(_param_values(params))
-        if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
-            mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
-
     def _finish(self) -> None:
         """Wait for everything queued, then end the run FINISHED; if the store went away
         mid-run, say how to log what is kept locally."""
+        for digest in self._digests:
+            digest.join()
         self._worker.drain()
         if self.offline is None:
             self._worker.submit(_end_run_finished, self.note("FINISHED"), keep=True)
@@ -295,7 +265,7 @@ class MlflowTracker(NullTracker):
         self._worker.drain(timeout=3.0)
         if self.run_id is not None and self.offline is None:
             try:
-                _terminate(self.run_id, status, error, self.note(status, error))
+                self._worker.now(_terminate, self.run_id, status, error, self.note(status, error)).result(60)
             except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
                 log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, short_error(err))
         self._worker.stop(wait=False)
@@ -305,46 +275,41 @@ class MlflowTracker(NullTracker):
         return run_note(self._command, self._latest, status, error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._worker.submit(_fluent("log_params"), _param_values(params))
+        self._worker.submit(_mlflow, "log_params", _param_values(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         stamp = int(time.time() * 1000)  # kept, so the model's copy of a metric is the same row
         self._latest |= {k: (float(v), step or 0, stamp) for k, v in metrics.items()}
-        self._worker.submit(_fluent("log_metrics"), dict(metrics), step=step, timestamp=stamp)
+        self._worker.submit(_mlflow, "log_metrics", {k: float(v) for k, v in metrics.items()}, step=step,
+                            timestamp=stamp)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
         self._worker.submit(_log_picture, image, key, step)
 
-    def log_plot(self, key: str, make: Callable[[str], Any], step: int | None = None, final: bool = False) -> None:
-        """Draw `make(run name)` on the worker thread: with a step, a keyed image for the slider;
-        without one, or `final`, the run's figure `figures/<key>.png` (one drawing for both)."""
-        self._worker.submit(self._draw, key, make, step, final)
-
-    def _draw(self, key: str, make: Callable[[str], Any], step: int | None, final: bool) -> None:
-        from vaelab.plots import figure_to_array
-
-        image = figure_to_array(make(self.name or ""))  # the pixels savefig would draw (the figure's dpi)
-        if step is not None:
-            _log_picture(image, key, step)
-        if step is None or final:
-            _log_picture(image, key, None)
+    def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None:
+        """Draw `draw(title=...)` in the logging process (so a picklable function of vaelab.plots,
+        with its data bound: CPU tensors or arrays), titled with the run's name and the epoch:
+        with a step, a keyed image for the slider; without one, or `final`, the run's figure
+        `figures/<key>.png` (one drawing for both)."""
+        self._worker.submit(_draw, key, draw, step, final, self.name or "")
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
-        """An MLflow dataset input: the Dataset column shows `name` and a digest of the images."""
-        self._worker.submit(log_dataset, name, x, source, context)
+        """An MLflow dataset input: the Dataset column shows `name` and a digest of the images,
+        computed on a thread here (hashing releases the GIL) rather than sending the images."""
+        images = x.detach().cpu().numpy()
+
+        def digest() -> None:
+            self._worker.submit(log_dataset, name, hashlib.md5(images.tobytes()).hexdigest()[:8], source, context)
+
+        self._digests.append(threading.Thread(target=digest, name="vaelab-digest", daemon=True))
+        self._digests[-1].start()
 
     def log_model(self, model: Any, example: np.ndarray) -> None:
         """Log a CPU copy of the model under a name of its run, its final test metrics linked to it."""
         if self.save_model:
-            self._worker.submit(self._log_model, copy.deepcopy(model).cpu().eval(), example)
-
-    def _log_model(self, model: Any, example: np.ndarray) -> None:
-        import mlflow
-
-        info = _log_model(model, example, model_name(self.name or "model"))
-        final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
-        for key, (value, step, stamp) in final.items():  # same rows as the run's: linked, not duplicated
-            mlflow.log_metric(key, value, step=step, timestamp=stamp, model_id=info.model_id)
+            final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
+            self._worker.submit(_log_model_linked, copy.deepcopy(model).cpu().eval(), example,
+                                model_name(self.name or "model"), final)
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
         """Upload the checkpoint just written to `path` as the run's CHECKPOINT artifact, so any
@@ -357,13 +322,7 @@ class MlflowTracker(NullTracker):
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
         """Download `run_id`'s checkpoint into `dest`; None if it has none."""
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        if not any(f.path == CHECKPOINT for f in client.list_artifacts(run_id, "checkpoints")):
-            return None
-        dest.mkdir(parents=True, exist_ok=True)
-        return Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
+        return self._worker.call(_fetch_checkpoint, run_id, dest).result()
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
@@ -375,13 +334,122 @@ def _param_values(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: ("null" if v is None else v) for k, v in params.items()}
 
 
-def _fluent(name: str) -> Any:
-    """mlflow.<name>, resolved in the worker thread (whose active run is this tracker's)."""
-    def call(*args: Any, **kwargs: Any) -> Any:
-        import mlflow
+# What follows runs in the logging process, on the thread that owns the run: module-level
+# functions with plain arguments, since calls travel there pickled.
 
-        return getattr(mlflow, name)(*args, **kwargs)
-    return call
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a store may take before anything trains: `connect_timeout_s` if unreachable or
+    refusing writes, `patience_s` if busy."""
+
+    uri: str | None
+    connect_timeout_s: float
+    patience_s: float
+
+
+def _before_training(patience: Patience, fn: Any, *args: Any) -> Any:
+    """Call `fn` until it succeeds: a store that is unreachable or refuses writes for
+    `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
+    started = time.monotonic()
+    while True:
+        try:
+            return fn(*args)
+        except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
+            waited = time.monotonic() - started
+            if waited > (patience.patience_s if is_busy(err) else patience.connect_timeout_s):
+                raise TrackingError(f"the tracking store {patience.uri} cannot be reached or written: "
+                                    f"{short_error(err)}; check tracking.uri") from None
+            time.sleep(0.5)
+
+
+def _lookup(uri: str | None, experiment: str, artifact_location: str | None,
+            identity: str) -> tuple[str, PastRun | None]:
+    """The experiment's id, and the latest run in it with this identity."""
+    from mlflow import MlflowClient
+
+    experiment_id = use_experiment(uri, experiment, artifact_location)
+    client = MlflowClient()
+    found = client.search_runs([experiment_id], f"tags.`{IDENTITY_TAG}` = '{identity}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return experiment_id, None
+    run = found[0]
+    tags = run.data.tags
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, "test/loss")}
+    return experiment_id, PastRun(
+        run_id=run.info.run_id, status=run.info.status, name=run.info.run_name,
+        test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG), error=tags.get("error"),
+        host=tags.get("vaelab.host"), pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
+        logged_epochs=logged)
+
+
+def _open(name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext, resume_id: str | None,
+          named: bool, parent_run_id: str | None, experiment_id: str | None) -> tuple[str, str]:
+    """Start the run (or reopen `resume_id`) on this thread; return its id and name."""
+    import mlflow
+
+    if parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
+        name = sweep_job_name(mlflow.get_run(parent_run_id).data.tags.get("overrides", ""),
+                              context.overrides) or name
+    if mlflow.active_run() is None:  # retried calls must not open a second run
+        if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
+            mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
+        else:
+            mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                             parent_run_id=parent_run_id, tags=tags)
+    run_id = mlflow.active_run().info.run_id
+    name = mlflow.active_run().info.run_name or name
+    if resume_id is None:
+        mlflow.log_params(_param_values(params))
+    if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
+        mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
+    return run_id, name
+
+
+def _import_for_pictures() -> None:
+    """Import matplotlib while the first epoch trains, not when its pictures are due. Torch is
+    imported here only to log the model, at the end: in the first seconds of training it would
+    take more from the training threads (4 s of CPU) than it saves the wrap-up."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+
+
+def _mlflow(name: str, *args: Any, **kwargs: Any) -> Any:
+    """mlflow.<name>(...) on the thread whose active run is this run."""
+    import mlflow
+
+    return getattr(mlflow, name)(*args, **kwargs)
+
+
+def _draw(key: str, draw: Callable[..., Any], step: int | None, final: bool, name: str) -> None:
+    """Draw a figure and log its pixels (the figure's dpi, as savefig would): with a step, a keyed
+    image titled with the epoch; without one, or `final`, the run's figure."""
+    from vaelab.plots import figure_to_array
+
+    image = figure_to_array(draw(title=name if step is None else f"{name} · epoch {step}"))
+    if step is not None:
+        _log_picture(image, key, step)
+    if step is None or final:
+        _log_picture(image, key, None)
+
+
+def _log_model_linked(model: Any, example: np.ndarray, name: str, final: dict[str, tuple[float, int, int]]) -> None:
+    """Log the model, and link the run's final test metrics to it (the same rows: not duplicated)."""
+    import mlflow
+
+    info = _log_model(model, example, name)
+    for key, (value, step, stamp) in final.items():
+        mlflow.log_metric(key, value, step=step, timestamp=stamp, model_id=info.model_id)
+
+
+def _fetch_checkpoint(run_id: str, dest: Path) -> Path | None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if not any(f.path == CHECKPOINT for f in client.list_artifacts(run_id, "checkpoints")):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
 
 
 def _log_picture(image: np.ndarray, key: str, step: int | None) -> None:
@@ -398,7 +466,7 @@ def _log_picture(image: np.ndarray, key: str, step: int | None) -> None:
 
 def _end_run_finished(note: str) -> None:
     """End the worker's active run FINISHED, its description set (a failed or killed run is
-    ended from the main thread by `_terminate`)."""
+    ended at once, beside the queue, by `_terminate`)."""
     import mlflow
 
     mlflow.set_tag("mlflow.note.content", note)

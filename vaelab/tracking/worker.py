@@ -1,4 +1,4 @@
-"""The thread that talks to the tracking store for a run, so that training never waits on it.
+"""The thread that talks to the tracking store for a run (in the logging process, `remote`).
 
 Calls run in order; each is retried while the store is busy or failing, for up to `patience_s`;
 after that the worker goes offline (it says why once) and training goes on unlogged.
@@ -37,14 +37,15 @@ def is_busy(err: BaseException) -> bool:
 class Worker:
     """One thread running submitted calls in order, each retried for up to `patience_s`.
 
-    If a call still fails, the worker goes offline: it records why, skips what follows (except
-    clean-up), and never raises into the training thread. `call` returns a Future for the few
+    If a call still fails, the worker goes offline: it records why, tells `on_offline` (by default
+    the run's log), skips what follows (except clean-up), and never raises into its caller. `call` returns a Future for the few
     calls whose result (or error) the caller must wait for; those are not retried here.
     """
 
-    def __init__(self, patience_s: float) -> None:
+    def __init__(self, patience_s: float, on_offline: Any = None) -> None:
         self.patience_s = patience_s
         self.offline: str | None = None
+        self._on_offline = on_offline or (lambda reason: log.warning("MLflow logging stopped: %s", reason))
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
         self._thread.start()
@@ -114,7 +115,7 @@ class Worker:
             except Exception as err:  # noqa: BLE001 - any store failure: wait, then give up logging
                 if time.monotonic() + delay > deadline:
                     self.offline = short_error(err)
-                    log.warning("MLflow logging stopped: %s", self.offline)
+                    self._on_offline(self.offline)
                     return
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
