@@ -205,7 +205,7 @@ def serve(conn: Connection) -> None:
     """The logging process: one `Worker` thread per run, fed from the socket until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides; a terminal's Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # or SLURM's SIGTERM reaches the whole group
-    os.nice(int(os.environ.get("VAELAB_NICE_TMP", NICE)))
+    os.nice(NICE)
     send_lock = threading.Lock()
     workers: dict[int, Worker] = {}
     stopping: list[Worker] = []  # runs that ended, their last calls (a checkpoint upload) still running
