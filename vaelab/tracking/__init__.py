@@ -1,6 +1,7 @@
 """Experiment tracking: the one package that talks to MLflow.
 
-`run` holds a training run's lifecycle, `sweep` the Hydra callback that groups a `--multirun`
+`run` holds a training run's lifecycle, `remote` the process its MLflow calls run in (never
+the training process), `sweep` the Hydra callback that groups a `--multirun`
 under a parent run, `summary` what that parent shows, `store` reading runs back.
 """
 
