@@ -1,4 +1,5 @@
-"""The process that talks to the tracking store, so that a run's MLflow calls never run in its training process.
+"""The process that talks to the tracking store, so that a run's MLflow calls never run in its
+training process.
 
 MLflow's imports, its store and the pictures drawn for it cost seconds of CPU, and in a thread of
 the training process every one of them held the GIL that the training loop needs between two
