@@ -230,8 +230,9 @@ def logged_pixels(run_id: str, path: str):
 
 def keyed_image(run_id: str, key: str, step: int) -> str:
     """The artifact path of a keyed image at `step` (images/<key>+step+<step>+...png; % in older MLflow)."""
+    prefixes = (f"images/{key}%step%{step}%", f"images/{key}+step+{step}+")
     paths = [f.path for f in MlflowClient().list_artifacts(run_id, "images")
-             if f.path.startswith((f"images/{key}%step%{step}%", f"images/{key}+step+{step}+")) and f.path.endswith(".png")]
+             if f.path.startswith(prefixes) and f.path.endswith(".png")]
     assert len(paths) == 1, paths
     return paths[0]
 

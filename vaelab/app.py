@@ -348,7 +348,8 @@ def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictCo
     """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
     reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold.
     The last epoch's latent means and manifold are also the run's figures (`final`)."""
-    from vaelab.plots import as_array, image_grid, latent_scatter, manifold_figure, manifold_latents, reconstruction_grid
+    from vaelab.plots import (as_array, image_grid, latent_scatter, manifold_figure, manifold_latents,
+                              reconstruction_grid)
 
     shape = probe.image_shape
     tracker.log_image("reconstructions",

@@ -43,11 +43,11 @@ NICE = 5
 class LoggingProcess:
     """The helper process and the training process's end of its socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: str = "") -> None:
         ours, theirs = socket.socketpair()
         env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the same vaelab
-        command = [sys.executable, "-c", "import sys; from vaelab.tracking.remote import main; main(sys.argv[1])"]
-        self._proc = subprocess.Popen([*command, str(theirs.fileno())], pass_fds=(theirs.fileno(),), env=env,
+        command = [sys.executable, "-c", "import sys; from vaelab.tracking.remote import main; main(*sys.argv[1:])"]
+        self._proc = subprocess.Popen([*command, str(theirs.fileno()), store], pass_fds=(theirs.fileno(),), env=env,
                                       stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
@@ -119,12 +119,13 @@ _shared: LoggingProcess | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_process() -> LoggingProcess:
-    """This process's logging process, started on first use (and again if it died)."""
+def shared_process(store: str = "") -> LoggingProcess:
+    """This process's logging process, started on first use (and again if it died); a new one
+    opens `store` (a tracking URI) while it waits for its first call."""
     global _shared  # noqa: PLW0603 - one helper per training process, shared by its runs
     with _shared_lock:
         if _shared is None or _shared.exited:
-            _shared = LoggingProcess()
+            _shared = LoggingProcess(store)
         return _shared
 
 
@@ -140,7 +141,7 @@ def prestart(tracking: Any) -> None:
     """Start the logging process now if this run will track to MLflow, so that MLflow imports
     there while torch imports here (`tracking` is the run's `tracking` config)."""
     if str(tracking.get("_target_", "")).endswith("MlflowTracker"):
-        shared_process()
+        shared_process(str(tracking.get("uri") or ""))
 
 
 class Remote:
@@ -202,10 +203,12 @@ def _nothing() -> None:
     """A call that marks a point in the queue."""
 
 
-def serve(conn: Connection) -> None:
-    """The logging process: one `Worker` thread per run, fed from the socket until it closes."""
+def serve(conn: Connection, store: str = "") -> None:
+    """The logging process: one `Worker` thread per run, fed from the socket until it closes.
+    First it opens `store`, if given, while the training process imports torch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides; a terminal's Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # or SLURM's SIGTERM reaches the whole group
+    open_early(store)
     os.nice(NICE)
     send_lock = threading.Lock()
     workers: dict[int, Worker] = {}
@@ -269,6 +272,19 @@ def serve(conn: Connection) -> None:
         worker.drain(timeout=10.0)
 
 
+def open_early(store: str) -> None:
+    """Import MLflow and open a database store (creating its tables if it is new) before the
+    first call, which comes once the training process has imported torch: until then this
+    process would wait. The run's own lookup then finds both done; it reports any failure."""
+    try:
+        from mlflow import MlflowClient
+
+        if store and not store.startswith(("http:", "https:", "databricks")):  # HTTP: no waiting here
+            MlflowClient(store).search_experiments(max_results=1)
+    except Exception:  # noqa: BLE001 - a store that cannot be opened is the lookup's to report
+        pass
+
+
 def _portable(err: BaseException) -> BaseException:
     """An error the training process can unpickle without MLflow: vaelab's and Python's own as
     they are, any other as a RuntimeError naming it."""
@@ -277,6 +293,6 @@ def _portable(err: BaseException) -> BaseException:
     return RuntimeError(short_error(err))
 
 
-def main(fd: str) -> None:
+def main(fd: str, store: str = "") -> None:
     """The logging process's entry point, on the socket it was handed as file descriptor `fd`."""
-    serve(Connection(int(fd)))
+    serve(Connection(int(fd)), store)

@@ -38,8 +38,9 @@ class Worker:
     """One thread running submitted calls in order, each retried for up to `patience_s`.
 
     If a call still fails, the worker goes offline: it records why, tells `on_offline` (by default
-    the run's log), skips what follows (except clean-up), and never raises into its caller. `call` returns a Future for the few
-    calls whose result (or error) the caller must wait for; those are not retried here.
+    the run's log), skips what follows (except clean-up), and never raises into its caller.
+    `call` returns a Future for the few calls whose result (or error) the caller must wait for;
+    those are not retried here.
     """
 
     def __init__(self, patience_s: float, on_offline: Any = None) -> None:
