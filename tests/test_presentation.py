@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from vaelab.plots import figure_to_array, latent_scatter, objective_per_config, rate_distortion
+from vaelab.plots import figure_to_array, latent_scatter, manifold_figure, objective_per_config, rate_distortion
 from vaelab.tracking.links import DEFAULT_UI, run_link, ui_base
 from vaelab.tracking.presentation import model_name, run_note, sweep_job_name
 from vaelab.tracking.summary import shared_params, short_keys, sweep_name, sweep_table, swept_keys
@@ -75,3 +75,13 @@ def test_the_latent_scatter_is_one_shuffled_pass_titled_with_run_and_epoch():
     assert len(ax.collections) == 1  # one pass: no digit drawn over all the others
     assert ax.get_title().startswith("run · epoch 3")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(d) for d in range(10)]
+
+
+def test_the_latent_scatter_and_manifold_take_the_arrays_the_logging_process_gets():
+    """The logging process draws from NumPy arrays (it never imports torch): the same pictures."""
+    z, labels = torch.randn(100, 2), torch.arange(100) % 10
+    from_tensors = figure_to_array(latent_scatter(z, labels, title="run"))
+    assert (figure_to_array(latent_scatter(z.numpy(), labels.numpy(), title="run")) == from_tensors).all()
+    manifold = manifold_figure(torch.rand(225, 784).numpy(), title="run · epoch 2")
+    ticks = [t.get_text() for t in manifold.axes[0].get_xticklabels()]
+    assert ticks[0] == "-1.6" and ticks[7] == "0.0" and ticks[-1] == "1.6"  # the plane's quantiles, no -0.0

@@ -140,7 +140,7 @@ def manifold_figure(images: torch.Tensor | np.ndarray, n: int = 15, shape: tuple
     fig = new_figure(8, 8)
     ax = fig.add_subplot()
     ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n))
-    ticks = gaussian_quantiles(n)
+    ticks = gaussian_quantiles(n).round(1) + 0.0  # + 0.0: the middle tick reads 0.0, not -0.0
     ax.set_xticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set_yticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set(title=f"{title}\nDecoded latent manifold" if title else "Decoded latent manifold",
