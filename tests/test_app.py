@@ -197,7 +197,7 @@ def test_logging_a_model_skips_mlflows_scan_of_the_installed_packages(tmp_path, 
     from mlflow.utils import requirements_utils
 
     from vaelab.models import MLPVAE
-    from vaelab.tracking import run as tracking_run
+    from vaelab.tracking import calls
 
     scans = []
 
@@ -210,7 +210,7 @@ def test_logging_a_model_skips_mlflows_scan_of_the_installed_packages(tmp_path, 
     check = requirements_utils._check_requirement_satisfied
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run():
-        info = tracking_run._log_model(MLPVAE().eval(), np.zeros((1, 784), np.float32))
+        info = calls.log_model(MLPVAE().eval(), np.zeros((1, 784), np.float32))
     assert not scans, "MLflow scanned the installed packages"
     assert requirements_utils._check_requirement_satisfied is check  # put back for everyone else
     requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)

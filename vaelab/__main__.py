@@ -33,16 +33,18 @@ register_help_resolver()  # `vaelab --help` is built from the schema (hydra.help
 def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
+    from vaelab.config import validate
     from vaelab.tracking.remote import prestart
-
-    prestart(cfg.tracking)  # MLflow starts importing in the logging process while torch imports here
-    from vaelab.app import execute  # torch and friends load after Hydra has parsed the command line
     from vaelab.tracking.sweep import JobRecord
 
     context = hydra_context()
     record = JobRecord.start(context)
     try:
         with handle_signals():
+            validate(cfg)  # bad input stops here, before a logging process opens (or creates) the store
+            prestart(cfg.tracking)  # MLflow imports in the logging process while torch imports here
+            from vaelab.app import execute  # torch and friends load after Hydra has parsed the command line
+
             outcome = execute(cfg, context)
     except Interrupted as err:
         record.save("KILLED")

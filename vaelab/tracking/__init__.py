@@ -1,11 +1,12 @@
 """Experiment tracking: the one package that talks to MLflow.
 
 `run` holds a training run's lifecycle, `remote` the process its MLflow calls run in (never
-the training process), `sweep` the Hydra callback that groups a `--multirun`
+the training process) and `calls` what runs there, `sweep` the Hydra callback that groups a `--multirun`
 under a parent run, `summary` what that parent shows, `store` reading runs back.
 """
 
-from vaelab.tracking.run import PARENT_ENV, MlflowTracker, NullTracker, PastRun, RunContext, flatten, run_name
+from vaelab.tracking.calls import PastRun
+from vaelab.tracking.run import PARENT_ENV, MlflowTracker, NullTracker, RunContext, flatten, run_name
 from vaelab.tracking.store import load_run, log_to_run, use_experiment
 from vaelab.tracking.links import DEFAULT_UI, run_link, ui_base
 from vaelab.tracking.summary import log_sweep_summary, sweep_children, sweep_link, sweep_table

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 
 FIGURES = "figures"  # one-off figures; images/ belongs to MLflow's keyed images

@@ -1,6 +1,6 @@
 """One tracked training run: `MlflowTracker` (lifecycle, params, metrics, images, checkpoints,
-the model, logged by the logging process, `remote`) and `NullTracker`, the same interface doing
-nothing (`tracking=none`).
+the model, logged by the logging process, `remote`, which runs the functions of `calls`) and
+`NullTracker`, the same interface doing nothing (`tracking=none`).
 
 A tracker never costs the training: the store is reached before anything trains (an unreachable
 or unwritable store is a one-line error), a busy store is waited for, and a store that fails
@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,17 +27,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import TrackingError
+from vaelab.tracking import calls
+from vaelab.tracking.calls import PastRun
 from vaelab.tracking.links import run_link, ui_base
-from vaelab.tracking.presentation import FIGURES, log_dataset, model_name, run_note, sweep_job_name, ui_hint
+from vaelab.tracking.presentation import log_dataset, model_name, run_note, ui_hint
 from vaelab.tracking.remote import Remote
-from vaelab.tracking.store import use_experiment
-from vaelab.tracking.worker import is_busy, short_error
+from vaelab.tracking.worker import short_error
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
-IDENTITY_TAG = "vaelab.identity"  # vaelab.identity.config_identity of the run's config and code
-FAILURE_TAG = "vaelab.failure"  # "error" when a run failed for a reason re-running would repeat
-CHECKPOINT = "checkpoints/last.pt"  # where a run's latest checkpoint lives among its artifacts
 
 
 @dataclass
@@ -71,27 +68,6 @@ def run_name(cfg: DictConfig) -> str:
     m = cfg.model
     width = f"-h{m.hidden_dim}" if "hidden_dim" in m else ""  # conv models have channels instead
     return f"{m.name}{width}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
-
-
-@dataclass
-class PastRun:
-    """What the store holds of an earlier run with the same identity."""
-
-    run_id: str
-    status: str  # RUNNING, FINISHED, FAILED or KILLED
-    name: str
-    test_loss: float | None = None
-    failure: str | None = None  # the FAILURE_TAG, e.g. "error"
-    error: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    logged_epochs: set[int] = field(default_factory=set)  # steps of test/loss already in the store
-
-    def process_alive(self) -> bool:
-        """Whether the process that owns a RUNNING run still exists (only knowable on its host)."""
-        from vaelab.signals import alive
-
-        return self.host == socket.gethostname() and self.pid is not None and alive(self.pid)
 
 
 class NullTracker:
@@ -202,12 +178,12 @@ class MlflowTracker(NullTracker):
             self.experiment_id, past = lookup.result()
             found.set_result(past)
 
-        self._worker.call(_before_training, self._patience(), _lookup, self.uri, self.experiment,
+        self._worker.call(calls.before_training, self._patience(), calls.lookup, self.uri, self.experiment,
                           self.artifact_location, identity).add_done_callback(done)
         return found
 
-    def _patience(self) -> Patience:
-        return Patience(self.uri, self.connect_timeout_s, self.patience_s)
+    def _patience(self) -> calls.Patience:
+        return calls.Patience(self.uri, self.connect_timeout_s, self.patience_s)
 
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
@@ -220,14 +196,14 @@ class MlflowTracker(NullTracker):
         context = context or RunContext()
         self._command = " ".join(["vaelab", *context.overrides])
         tags = _context_tags(context) | {
-            IDENTITY_TAG: identity, "vaelab.code": code_digest(),
+            calls.IDENTITY_TAG: identity, "vaelab.code": code_digest(),
             "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
         }
         self.run_id, self.name = self._worker.call(
-            _before_training, self._patience(), _open, run_name(cfg), params, tags, context,
+            calls.before_training, self._patience(), calls.open_run, run_name(cfg), params, tags, context,
             resume.run_id if resume else None, bool(cfg.tracking.get("run_name")), self.parent_run_id,
             self.experiment_id).result()
-        self._worker.submit(_import_for_pictures)
+        self._worker.submit(calls.import_for_pictures)
         try:
             yield self
         except KeyboardInterrupt:
@@ -246,7 +222,7 @@ class MlflowTracker(NullTracker):
             digest.join()
         self._worker.drain()
         if self.offline is None:
-            self._worker.submit(_end_run_finished, self.note("FINISHED"), keep=True)
+            self._worker.submit(calls.end_run_finished, self.note("FINISHED"), keep=True)
             self._worker.drain()
         self._worker.stop()
         if self.offline is not None:
@@ -265,7 +241,7 @@ class MlflowTracker(NullTracker):
         self._worker.drain(timeout=3.0)
         if self.run_id is not None and self.offline is None:
             try:
-                self._worker.now(_terminate, self.run_id, status, error, self.note(status, error)).result(60)
+                self._worker.now(calls.terminate, self.run_id, status, error, self.note(status, error)).result(60)
             except Exception as err:  # noqa: BLE001 - the run's own error is the one to report
                 log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, short_error(err))
         self._worker.stop(wait=False)
@@ -275,23 +251,23 @@ class MlflowTracker(NullTracker):
         return run_note(self._command, self._latest, status, error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self._worker.submit(_mlflow, "log_params", _param_values(params))
+        self._worker.submit(calls.mlflow_call, "log_params", calls.param_values(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         stamp = int(time.time() * 1000)  # kept, so the model's copy of a metric is the same row
         self._latest |= {k: (float(v), step or 0, stamp) for k, v in metrics.items()}
-        self._worker.submit(_mlflow, "log_metrics", {k: float(v) for k, v in metrics.items()}, step=step,
+        self._worker.submit(calls.mlflow_call, "log_metrics", {k: float(v) for k, v in metrics.items()}, step=step,
                             timestamp=stamp)
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
-        self._worker.submit(_log_picture, image, key, step)
+        self._worker.submit(calls.log_picture, image, key, step)
 
     def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None:
         """Draw `draw(title=...)` in the logging process (so a picklable function of vaelab.plots,
         with its data bound: CPU tensors or arrays), titled with the run's name and the epoch:
         with a step, a keyed image for the slider; without one, or `final`, the run's figure
         `figures/<key>.png` (one drawing for both)."""
-        self._worker.submit(_draw, key, draw, step, final, self.name or "")
+        self._worker.submit(calls.draw, key, draw, step, final, self.name or "")
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images,
@@ -308,7 +284,7 @@ class MlflowTracker(NullTracker):
         """Log a CPU copy of the model under a name of its run, its final test metrics linked to it."""
         if self.save_model:
             final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
-            self._worker.submit(_log_model_linked, copy.deepcopy(model).cpu().eval(), example,
+            self._worker.submit(calls.log_model_linked, copy.deepcopy(model).cpu().eval(), example,
                                 model_name(self.name or "model"), final)
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
@@ -318,241 +294,15 @@ class MlflowTracker(NullTracker):
         snapshot = path.with_name(f".upload-{epoch}-{path.name}")
         snapshot.unlink(missing_ok=True)
         os.link(path, snapshot)
-        self._worker.submit(_upload_checkpoint, snapshot, epoch, keep=True)
+        self._worker.submit(calls.upload_checkpoint, snapshot, epoch, keep=True)
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
         """Download `run_id`'s checkpoint into `dest`; None if it has none."""
-        return self._worker.call(_fetch_checkpoint, run_id, dest).result()
+        return self._worker.call(calls.fetch_checkpoint, run_id, dest).result()
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
         return f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); {ui_hint(self.uri)}: {link}"
-
-
-def _param_values(params: Mapping[str, Any]) -> dict[str, Any]:
-    """MLflow drops None values: show them as the YAML spelling instead."""
-    return {k: ("null" if v is None else v) for k, v in params.items()}
-
-
-# What follows runs in the logging process, on the thread that owns the run: module-level
-# functions with plain arguments, since calls travel there pickled.
-
-
-@dataclass(frozen=True)
-class Patience:
-    """How long a store may take before anything trains: `connect_timeout_s` if unreachable or
-    refusing writes, `patience_s` if busy."""
-
-    uri: str | None
-    connect_timeout_s: float
-    patience_s: float
-
-
-def _before_training(patience: Patience, fn: Any, *args: Any) -> Any:
-    """Call `fn` until it succeeds: a store that is unreachable or refuses writes for
-    `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
-    started = time.monotonic()
-    while True:
-        try:
-            return fn(*args)
-        except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
-            waited = time.monotonic() - started
-            if waited > (patience.patience_s if is_busy(err) else patience.connect_timeout_s):
-                raise TrackingError(f"the tracking store {patience.uri} cannot be reached or written: "
-                                    f"{short_error(err)}; check tracking.uri") from None
-            time.sleep(0.5)
-
-
-def _lookup(uri: str | None, experiment: str, artifact_location: str | None,
-            identity: str) -> tuple[str, PastRun | None]:
-    """The experiment's id, and the latest run in it with this identity."""
-    from mlflow import MlflowClient
-
-    experiment_id = use_experiment(uri, experiment, artifact_location)
-    client = MlflowClient()
-    found = client.search_runs([experiment_id], f"tags.`{IDENTITY_TAG}` = '{identity}'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
-    if not found:
-        return experiment_id, None
-    run = found[0]
-    tags = run.data.tags
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, "test/loss")}
-    return experiment_id, PastRun(
-        run_id=run.info.run_id, status=run.info.status, name=run.info.run_name,
-        test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG), error=tags.get("error"),
-        host=tags.get("vaelab.host"), pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
-        logged_epochs=logged)
-
-
-def _open(name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext, resume_id: str | None,
-          named: bool, parent_run_id: str | None, experiment_id: str | None) -> tuple[str, str]:
-    """Start the run (or reopen `resume_id`) on this thread; return its id and name."""
-    import mlflow
-
-    if parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
-        name = sweep_job_name(mlflow.get_run(parent_run_id).data.tags.get("overrides", ""),
-                              context.overrides) or name
-    if mlflow.active_run() is None:  # retried calls must not open a second run
-        if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
-            mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
-        else:
-            mlflow.start_run(experiment_id=experiment_id, run_name=name,
-                             parent_run_id=parent_run_id, tags=tags)
-    run_id = mlflow.active_run().info.run_id
-    name = mlflow.active_run().info.run_name or name
-    if resume_id is None:
-        mlflow.log_params(_param_values(params))
-    if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
-        mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
-    return run_id, name
-
-
-def _import_for_pictures() -> None:
-    """Import matplotlib while the first epoch trains, not when its pictures are due. Torch is
-    imported here only to log the model, at the end: in the first seconds of training it would
-    take more from the training threads (4 s of CPU) than it saves the wrap-up."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-
-
-def _mlflow(name: str, *args: Any, **kwargs: Any) -> Any:
-    """mlflow.<name>(...) on the thread whose active run is this run."""
-    import mlflow
-
-    return getattr(mlflow, name)(*args, **kwargs)
-
-
-def _draw(key: str, draw: Callable[..., Any], step: int | None, final: bool, name: str) -> None:
-    """Draw a figure and log its pixels (the figure's dpi, as savefig would): with a step, a keyed
-    image titled with the epoch; without one, or `final`, the run's figure."""
-    from vaelab.plots import figure_to_array
-
-    image = figure_to_array(draw(title=name if step is None else f"{name} · epoch {step}"))
-    if step is not None:
-        _log_picture(image, key, step)
-    if step is None or final:
-        _log_picture(image, key, None)
-
-
-def _log_model_linked(model: Any, example: np.ndarray, name: str, final: dict[str, tuple[float, int, int]]) -> None:
-    """Log the model, and link the run's final test metrics to it (the same rows: not duplicated)."""
-    import mlflow
-
-    info = _log_model(model, example, name)
-    for key, (value, step, stamp) in final.items():
-        mlflow.log_metric(key, value, step=step, timestamp=stamp, model_id=info.model_id)
-
-
-def _fetch_checkpoint(run_id: str, dest: Path) -> Path | None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if not any(f.path == CHECKPOINT for f in client.list_artifacts(run_id, "checkpoints")):
-        return None
-    dest.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
-
-
-def _log_picture(image: np.ndarray, key: str, step: int | None) -> None:
-    """An RGB or grey array into the worker's active run: with a step, a keyed image (the UI's
-    Image grid, with a step slider); without one, the figure `figures/<key>.png`, never into
-    images/, since the UI drops all keyed images if one file there is not its own."""
-    import mlflow
-
-    if step is None:
-        mlflow.log_image(image, artifact_file=f"{FIGURES}/{key}.png")
-    else:
-        mlflow.log_image(image, key=key, step=step)
-
-
-def _end_run_finished(note: str) -> None:
-    """End the worker's active run FINISHED, its description set (a failed or killed run is
-    ended at once, beside the queue, by `_terminate`)."""
-    import mlflow
-
-    mlflow.set_tag("mlflow.note.content", note)
-    mlflow.end_run(status="FINISHED")
-
-
-def _terminate(run_id: str, status: str, error: str | None, note: str | None = None) -> None:
-    """End a run from any thread. FAILED runs are tagged as real errors, which a re-run repeats
-    only when asked; KILLED runs (signals) are resumed."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
-    if note:
-        client.set_tag(run_id, "mlflow.note.content", note)
-    if error:
-        client.set_tag(run_id, "error", error[:5000])
-    if status == "FAILED":
-        client.set_tag(run_id, FAILURE_TAG, "error")
-    client.set_terminated(run_id, status=status)
-
-
-def _upload_checkpoint(snapshot: Path, epoch: int) -> None:
-    import mlflow
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            named = Path(tmp) / Path(CHECKPOINT).name
-            os.link(snapshot, named)
-            mlflow.log_artifact(str(named), artifact_path=str(Path(CHECKPOINT).parent))
-        mlflow.set_tag("vaelab.checkpoint_epoch", str(epoch))
-    finally:
-        snapshot.unlink(missing_ok=True)
-
-
-def _log_model(model: Any, example: np.ndarray, name: str = "model") -> Any:
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
-
-    logging.getLogger("mlflow.pytorch").addFilter(_KnownWarnings())
-    logging.getLogger("mlflow.models.model").addFilter(_KnownWarnings())
-    with torch.no_grad():
-        logits = model(torch.from_numpy(example)).logits.numpy()
-    with _requirements_unchecked():
-        return mlflow.pytorch.log_model(
-            model,
-            name=name,
-            signature=infer_signature(example, logits),
-            input_example=example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
-            serialization_format="pickle",  # a plain nn.Module back from load_model
-        )
-
-
-@contextlib.contextmanager
-def _requirements_unchecked() -> Iterator[None]:
-    """Skip MLflow's check of the model's pip requirements against the installed packages while
-    a model is logged (once on saving, once more on loading it back to validate the input example).
-    Each check first maps every installed distribution to its modules
-    (`importlib.metadata.packages_distributions`: about 1.6 s of every run's wrap-up here), and it
-    cannot fail for ours: they are read from this very environment. Under an MLflow without this
-    hook, nothing is skipped."""
-    from mlflow.utils import requirements_utils
-
-    check = getattr(requirements_utils, "_check_requirement_satisfied", None)
-    if check is None:
-        yield
-        return
-    requirements_utils._check_requirement_satisfied = lambda requirement: None  # noqa: SLF001
-    try:
-        yield
-    finally:
-        requirements_utils._check_requirement_satisfied = check  # noqa: SLF001
-
-
-class _KnownWarnings(logging.Filter):
-    """Drop two MLflow warnings that do not apply to a VAE logged for `mlflow.pytorch.load_model`.
-
-    Its advice to save as pt2 (torch.export gives back a graph, not the VAE class), and its failed
-    pyfunc serving check (pyfunc wants one output tensor; the VAE returns logits, mu, logvar, z).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "serialization_format" not in message and "validate serving input" not in message
-
 
 
 def _context_tags(context: RunContext) -> dict[str, str]:
