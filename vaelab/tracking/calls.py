@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from vaelab.tracking.worker import is_busy, short_error
 IDENTITY_TAG = "vaelab.identity"  # vaelab.identity.config_identity of the run's config and code
 FAILURE_TAG = "vaelab.failure"  # "error" when a run failed for a reason re-running would repeat
 CHECKPOINT = "checkpoints/last.pt"  # where a run's latest checkpoint lives among its artifacts
-
-if TYPE_CHECKING:
-    from vaelab.tracking.run import RunContext
 
 
 @dataclass
@@ -102,14 +99,16 @@ def lookup(uri: str | None, experiment: str, artifact_location: str | None,
         logged_epochs=logged)
 
 
-def open_run(name: str, params: dict[str, Any], tags: dict[str, str], context: RunContext, resume_id: str | None,
-          named: bool, parent_run_id: str | None, experiment_id: str | None) -> tuple[str, str]:
-    """Start the run (or reopen `resume_id`) on this thread; return its id and name."""
+def open_run(name: str, params: dict[str, Any], tags: dict[str, str], overrides: list[str], output_dir: Path | None,
+             resume_id: str | None, named: bool, parent_run_id: str | None,
+             experiment_id: str | None) -> tuple[str, str]:
+    """Start the run (or reopen `resume_id`) on this thread, with the job's Hydra config from
+    `output_dir`; return its id and name."""
     import mlflow
 
     if parent_run_id and not named and resume_id is None:  # a sweep's job: named by what it varies
         name = sweep_job_name(mlflow.get_run(parent_run_id).data.tags.get("overrides", ""),
-                              context.overrides) or name
+                              overrides) or name
     if mlflow.active_run() is None:  # retried calls must not open a second run
         if resume_id is not None:  # the same run continues: same id, metrics go on at later steps
             mlflow.start_run(run_id=resume_id, tags=tags | {"vaelab.resumed": "true"})
@@ -120,8 +119,8 @@ def open_run(name: str, params: dict[str, Any], tags: dict[str, str], context: R
     name = mlflow.active_run().info.run_name or name
     if resume_id is None:
         mlflow.log_params(param_values(params))
-    if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
-        mlflow.log_artifacts(str(context.output_dir / ".hydra"), artifact_path="hydra")
+    if output_dir is not None and (output_dir / ".hydra").is_dir():
+        mlflow.log_artifacts(str(output_dir / ".hydra"), artifact_path="hydra")
     return run_id, name
 
 

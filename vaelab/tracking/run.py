@@ -200,8 +200,8 @@ class MlflowTracker(NullTracker):
             "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
         }
         self.run_id, self.name = self._worker.call(
-            calls.before_training, self._patience(), calls.open_run, run_name(cfg), params, tags, context,
-            resume.run_id if resume else None, bool(cfg.tracking.get("run_name")), self.parent_run_id,
+            calls.before_training, self._patience(), calls.open_run, run_name(cfg), params, tags,
+            context.overrides, context.output_dir, resume.run_id if resume else None, bool(cfg.tracking.get("run_name")), self.parent_run_id,
             self.experiment_id).result()
         self._worker.submit(calls.import_for_pictures)
         try:
