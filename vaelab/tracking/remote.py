@@ -29,6 +29,7 @@ import sys
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from vaelab.errors import TrackingError, VaelabError
@@ -273,13 +274,17 @@ def serve(conn: Connection, store: str = "") -> None:
 
 
 def open_early(store: str) -> None:
-    """Import MLflow and open a database store (creating its tables if it is new) before the
-    first call, which comes once the training process has imported torch: until then this
-    process would wait. The run's own lookup then finds both done; it reports any failure."""
+    """Import MLflow (and its database store, for a database URI) and open an existing SQLite
+    store before the first call, which comes once the training process has imported torch:
+    until then this process would wait. A new store is left for the run's lookup to create, as
+    before: several commands started together would otherwise create its tables at the same
+    moment, which MLflow's migrations do not survive. The lookup reports any failure."""
     try:
         from mlflow import MlflowClient
 
-        if store and not store.startswith(("http:", "https:", "databricks")):  # HTTP: no waiting here
+        if store.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - most of opening such a store
+        if store.startswith("sqlite:///") and Path(store.removeprefix("sqlite:///")).is_file():
             MlflowClient(store).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001 - a store that cannot be opened is the lookup's to report
         pass
