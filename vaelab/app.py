@@ -348,19 +348,29 @@ def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictCo
     """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
     reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold.
     The last epoch's latent means and manifold are also the run's figures (`final`)."""
-    from vaelab.plots import (as_array, image_grid, latent_scatter, manifold_figure, manifold_latents,
-                              reconstruction_grid)
+    from vaelab.plots import image_grid, reconstruction_grid
 
     shape = probe.image_shape
     tracker.log_image("reconstructions",
                       reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
     tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
     mu, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
+    log_latent_pictures(tracker, model, mu, probe, epoch, final=final)
+
+
+def log_latent_pictures(tracker: NullTracker, model: VAE, mu: torch.Tensor, probe: Probe, step: int | None = None,
+                        final: bool = False) -> None:
+    """The test set's latent means `mu` and, for 2-D latents, the decoded manifold, drawn in the
+    logging process from NumPy copies: keyed images at `step`, else (or also, `final`) the run's
+    figures."""
+    from vaelab.plots import as_array, latent_scatter, manifold_figure, manifold_latents
+
     labels = None if probe.test_y is None else as_array(probe.test_y)
-    tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels), epoch, final=final)
-    if cfg.model.latent_dim == 2:
+    tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels), step, final=final)
+    if mu.shape[1] == 2:
         decoded = decode(model, manifold_latents().to(mu.device))
-        tracker.log_plot("manifold", partial(manifold_figure, as_array(decoded), shape=shape), epoch, final=final)
+        tracker.log_plot("manifold", partial(manifold_figure, as_array(decoded), shape=probe.image_shape), step,
+                         final=final)
 
 
 LATENT_KEY = "latent_space"  # the keyed image of the test set's latent means
@@ -398,14 +408,9 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
     tracker.log_metrics(final, step=cfg.trainer.epochs)
     if tracker.enabled:
         from vaelab.plots import kl_per_dimension as kl_figure
-        from vaelab.plots import as_array, latent_scatter, manifold_figure, manifold_latents
 
         tracker.log_plot("kl_per_dimension", partial(kl_figure, kl_dims))
         if figures:
-            labels = None if data.test.y is None else as_array(data.test.y)
-            tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels))
-        if figures and cfg.model.latent_dim == 2:
-            decoded = decode(model, manifold_latents().to(mu.device))
-            tracker.log_plot("manifold", partial(manifold_figure, as_array(decoded), shape=probe.image_shape))
+            log_latent_pictures(tracker, model, mu, probe)
         tracker.log_model(model, data.test.x[:1].cpu().numpy())
     return "".join(f"; {k} {v:.2f}" for k, v in final.items() if not k.startswith("test/kl_z"))

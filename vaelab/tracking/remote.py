@@ -153,7 +153,7 @@ class Remote:
         self._process = shared_process()
         self._key = self._process.attach(self)
         env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-        self._opened = self._process.ask("session", self._key, patience_s, env, os.getcwd())
+        self._process.ask("session", self._key, patience_s, env, os.getcwd())  # calls sent after it wait for it there
 
     def went_offline(self, reason: str) -> None:
         if self.offline is None:

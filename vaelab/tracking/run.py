@@ -157,8 +157,6 @@ class MlflowTracker(NullTracker):
         self._worker = Remote(patience_s)  # after the environment above: the logging process gets it
 
     def scope(self) -> str:
-        import hashlib
-
         return hashlib.sha256(f"{self.uri}\0{self.experiment}".encode()).hexdigest()[:8]
 
     @property
@@ -201,8 +199,8 @@ class MlflowTracker(NullTracker):
         }
         self.run_id, self.name = self._worker.call(
             calls.before_training, self._patience(), calls.open_run, run_name(cfg), params, tags,
-            context.overrides, context.output_dir, resume.run_id if resume else None, bool(cfg.tracking.get("run_name")), self.parent_run_id,
-            self.experiment_id).result()
+            context.overrides, context.output_dir, resume.run_id if resume else None,
+            bool(cfg.tracking.get("run_name")), self.parent_run_id, self.experiment_id).result()
         self._worker.submit(calls.import_for_pictures)
         try:
             yield self
