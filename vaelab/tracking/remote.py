@@ -48,8 +48,8 @@ class LoggingProcess:
         ours, theirs = socket.socketpair()
         env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the same vaelab
         command = [sys.executable, "-c", "import sys; from vaelab.tracking.remote import main; main(*sys.argv[1:])"]
-        self._proc = subprocess.Popen([*command, str(theirs.fileno()), store], pass_fds=(theirs.fileno(),), env=env,
-                                      stdin=subprocess.DEVNULL)
+        self._proc = subprocess.Popen([*command, str(theirs.fileno()), store, sys.argv[0]], pass_fds=(theirs.fileno(),),
+                                      env=env, stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
         self._send_lock = threading.Lock()
@@ -298,6 +298,9 @@ def _portable(err: BaseException) -> BaseException:
     return RuntimeError(short_error(err))
 
 
-def main(fd: str, store: str = "") -> None:
-    """The logging process's entry point, on the socket it was handed as file descriptor `fd`."""
+def main(fd: str, store: str = "", source: str = "") -> None:
+    """The logging process's entry point, on the socket it was handed as file descriptor `fd`.
+    It takes the training command's `sys.argv[0]` as its own, so that the runs' source and git
+    commit tags (which MLflow reads from it) name the command, not this process's `-c`."""
+    sys.argv = [source or sys.argv[0]]
     serve(Connection(int(fd)), store)
