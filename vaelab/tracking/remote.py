@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.errors import TrackingError, VaelabError
+from vaelab.tracking.store import opening
 from vaelab.tracking.worker import Worker, short_error
 
 log = logging.getLogger("vaelab.tracking.run")  # the run's logger: its warnings read as the run's
@@ -277,15 +278,16 @@ def open_early(store: str) -> None:
     """Import MLflow (and its database store, for a database URI) and open an existing SQLite
     store before the first call, which comes once the training process has imported torch:
     until then this process would wait. A new store is left for the run's lookup to create, as
-    before: several commands started together would otherwise create its tables at the same
-    moment, which MLflow's migrations do not survive. The lookup reports any failure."""
+    before (its first run should not wait for tables it may never use). The lookup reports any
+    failure."""
     try:
         from mlflow import MlflowClient
 
         if store.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - most of opening such a store
         if store.startswith("sqlite:///") and Path(store.removeprefix("sqlite:///")).is_file():
-            MlflowClient(store).search_experiments(max_results=1)
+            with opening(store):  # another command may be creating its tables this very moment
+                MlflowClient(store).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001 - a store that cannot be opened is the lookup's to report
         pass
 

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, as MLflow itself
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def opening(uri: str | None) -> Iterator[None]:
+    """Hold the SQLite store `uri` for this process alone while it opens it. The first process
+    to open a new store creates its tables through MLflow's migrations, which do not survive a
+    second process doing the same at once (a sweep and a run started together on a new store
+    failed with "duplicate column name"): the others wait on `<store>.lock` until it is done.
+    Other stores (a server, PostgreSQL) pass through."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
+    if path is None or fcntl is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
@@ -14,11 +36,12 @@ def use_experiment(uri: str | None, name: str, artifact_location: str | None) ->
 
     if uri:
         mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
-    return mlflow.create_experiment(name, artifact_location=location)
+    with opening(uri or mlflow.get_tracking_uri()):
+        found = mlflow.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
+        return mlflow.create_experiment(name, artifact_location=location)
 
 
 
