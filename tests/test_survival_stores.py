@@ -38,26 +38,29 @@ def test_an_unwritable_store_is_one_line_and_nothing_trains(tmp_path, slow_mnist
     assert "cannot be reached or written" in out.stderr and "epoch" not in out.stdout
 
 
-OPEN_AT = """
-import sys, time
+OPEN_TOGETHER = """
+import sys
 from vaelab.tracking.store import use_experiment
-import mlflow.store.tracking.sqlalchemy_store  # imported before the start, so all open at once
-early = float(sys.argv[2]) - time.time()
-time.sleep(max(0.0, early))
-print(early > 0, use_experiment(sys.argv[1], "together", None))
+import mlflow.store.tracking.sqlalchemy_store  # imported first, so that all open the store at once
+print("ready", flush=True)
+sys.stdin.readline()
+print(use_experiment(sys.argv[1], "together", None))
 """
 
 
 def test_commands_that_open_a_new_store_at_once_all_get_the_same_experiment(tmp_path):
     """Without the lock, 2 of 3 failed on every try: MLflow's migrations ran three times over
     the same new tables ("duplicate column name: step")."""
-    uri, at = f"sqlite:///{tmp_path / 'mlflow.db'}", time.time() + 10
-    jobs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, uri, str(at)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    jobs = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, uri], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [job.stdout.readline() for job in jobs] == ["ready\n"] * 3
+    for job in jobs:  # go, all three within a millisecond
+        job.stdin.write("\n")
+        job.stdin.flush()
     outs = [job.communicate(timeout=120) for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0, 0], [err[-500:] for _, err in outs]
-    assert {out.split()[0] for out, _ in outs} == {"True"}  # all were ready before the start
-    assert len({out.split()[-1] for out, _ in outs}) == 1  # one experiment, not one per command
+    assert len({out.strip() for out, _ in outs}) == 1  # one experiment, not one per command
 
 
 def test_a_store_lost_mid_run_costs_no_training_and_a_rerun_logs_it(tmp_path, slow_mnist):
