@@ -13,7 +13,8 @@ loop with its speed-up (per training epoch, and per whole epoch with evaluation)
 With `--threads 1` every time is the CPU time of the one thread doing the work (time.thread_time),
 which a busy shared machine barely moves; otherwise wall time. `--startup-runs N` also runs the real
 command N times (3 short epochs, MLflow into a temporary store) and prints command -> first step and
-epoch 1 against the later epochs, from the app's own output.
+epoch 1 against the later epochs, from the app's own output, and the seconds from its last line
+to its exit (and to its logging process's).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -150,26 +152,49 @@ def preset_config(preset: str) -> DictConfig:
         return compose("config", overrides=[] if preset == "default" else [f"experiment={preset}"])
 
 
+def timed_command(cmd: list[str], env: dict[str, str]) -> tuple[int, str, dict[str, float]]:
+    """Run `cmd`; its exit status, output, and seconds from its start to its last output line, to
+    its own exit, and to the end of its output (its logging process, which shares it, exits last)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    exited: list[float] = []
+    waiter = threading.Thread(target=lambda: (proc.wait(), exited.append(time.perf_counter())))
+    waiter.start()
+    lines, last = [], started
+    for line in proc.stdout:
+        lines.append(line)
+        last = time.perf_counter()
+    closed = time.perf_counter()
+    waiter.join()
+    return proc.returncode, "".join(lines), {
+        "last line": last - started, "exit": exited[0] - started, "output closed": closed - started}
+
+
 def startup_figures(runs: int, threads: int | None) -> None:
-    """Run the real command (3 epochs, MLflow into a temporary store) and read its own timings."""
+    """Run the real command (3 epochs, MLflow into a temporary store) and read its own timings;
+    time what follows its last line too (the wrap-up's end, the interpreter's exit)."""
     env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    startups, firsts, laters = [], [], []
+    startups, firsts, laters, tails, closes = [], [], [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as home:
             cmd = [sys.executable, "-m", "vaelab", "trainer.epochs=3", "trainer.progress=false",
                    "trainer.images_every=1"]
-            done = subprocess.run(cmd, env=env | {"VAELAB_HOME": home}, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"start-up run failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+            code, out, times = timed_command(cmd, env | {"VAELAB_HOME": home})
+        if code != 0:
+            print(f"start-up run failed ({code}): {out.strip().splitlines()[-1:]}")
             return
-        startups.append(float(re.search(r"startup: ([\d.]+)s", done.stdout).group(1)))
-        epochs = [float(t) for t in re.findall(r"^epoch .* ([\d.]+)s$", done.stdout, re.M)]
+        startups.append(float(re.search(r"startup: ([\d.]+)s", out).group(1)))
+        epochs = [float(t) for t in re.findall(r"^epoch .* ([\d.]+)s$", out, re.M)]
         firsts.append(epochs[0])
         laters.append(statistics.median(epochs[1:]))
+        tails.append(times["exit"] - times["last line"])
+        closes.append(times["output closed"] - times["exit"])
     first, later = statistics.median(firsts), statistics.median(laters)
     print(f"\nvaelab trainer.epochs=3 (default model, MLflow on), wall time, median of {runs}:"
           f" command -> first step {statistics.median(startups):.2f} s;"
-          f" epoch 1 {first:.1f} s vs later epochs {later:.1f} s ({first / later - 1:+.0%})")
+          f" epoch 1 {first:.1f} s vs later epochs {later:.1f} s ({first / later - 1:+.0%});"
+          f" last line -> exit {statistics.median(tails):.2f} s, then the logging process"
+          f" {statistics.median(closes):.2f} s")
 
 
 def main() -> None:

@@ -19,8 +19,9 @@ def test_a_tracked_run_never_imports_mlflow_or_matplotlib_in_the_training_proces
     overrides = tiny_overrides(mnist_root, "tracking=mlflow", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
                                f"tracking.artifact_location={tmp_path / 'artifacts'}", "trainer.epochs=2",
                                f"hydra.run.dir={tmp_path / 'out'}")
-    script = ("import sys; from vaelab.__main__ import main; sys.argv = ['vaelab', *sys.argv[1:]]; main(); "
-              "print('imported:', sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'matplotlib'}))")
+    script = ("import atexit, sys; from vaelab.__main__ import main; sys.argv = ['vaelab', *sys.argv[1:]]; "
+              "atexit.register(lambda: print('imported:', sorted({m.split('.')[0] for m in sys.modules} "
+              "& {'mlflow', 'matplotlib'}))); main()")  # main() exits: the check runs at exit
     out = subprocess.run([sys.executable, "-c", script, *overrides], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "VAELAB_HOME": str(tmp_path / "home")})
     assert out.returncode == 0, out.stderr

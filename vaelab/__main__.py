@@ -126,7 +126,20 @@ def parallel_jobs(launcher: DictConfig) -> int:
 
 
 def main() -> None:
-    """The console script: Hydra's app, with every error reported as vaelab's own."""
+    """The console script: Hydra's app, with every error reported as vaelab's own. A command that
+    ends with an exit status skips the interpreter's teardown (`exiting.exit_now`); one that
+    ends with a traceback (a bug) ends as Python ends it."""
+    from vaelab.exiting import exit_now
+
+    try:
+        command()
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)
+
+
+def command() -> None:
+    """`vaelab [ui] [overrides]`, ending by `sys.exit` when it fails."""
     other_command(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra hands errors to us instead of printing tracebacks
     try:

@@ -304,5 +304,8 @@ def main(fd: str, store: str = "", source: str = "") -> None:
     """The logging process's entry point, on the socket it was handed as file descriptor `fd`.
     It takes the training command's `sys.argv[0]` as its own, so that the runs' source and git
     commit tags (which MLflow reads from it) name the command, not this process's `-c`."""
+    from vaelab.exiting import exit_now
+
     sys.argv = [source or sys.argv[0]]
     serve(Connection(int(fd)), store)
+    exit_now(0)  # MLflow, SQLAlchemy and torch need not be freed one object at a time
