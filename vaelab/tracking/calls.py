@@ -172,13 +172,16 @@ def fetch_checkpoint(run_id: str, dest: Path) -> Path | None:
 def log_picture(image: np.ndarray, key: str, step: int | None) -> None:
     """An RGB or grey array into the worker's active run: with a step, a keyed image (the UI's
     Image grid, with a step slider); without one, the figure `figures/<key>.png`, never into
-    images/, since the UI drops all keyed images if one file there is not its own."""
+    images/, since the UI drops all keyed images if one file there is not its own. Keyed images
+    are written here, not by MLflow's own background queue (its default): the worker already
+    keeps them off the training path, retries them, and knows when they are stored; and that
+    queue, once started, holds the process ~1 s at exit."""
     import mlflow
 
     if step is None:
         mlflow.log_image(image, artifact_file=f"{FIGURES}/{key}.png")
     else:
-        mlflow.log_image(image, key=key, step=step)
+        mlflow.log_image(image, key=key, step=step, synchronous=True)
 
 
 def end_run_finished(note: str) -> None:
