@@ -63,7 +63,13 @@ def main() -> None:
             print(f"vaelab.evaluate: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
+    from vaelab.exiting import exit_now
+
+    try:
+        hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)
 
 
 if __name__ == "__main__":
