@@ -63,6 +63,37 @@ def test_commands_that_open_a_new_store_at_once_all_get_the_same_experiment(tmp_
     assert len({out.strip() for out, _ in outs}) == 1  # one experiment, not one per command
 
 
+def test_the_ui_server_waits_for_a_run_creating_the_store_and_creates_a_new_one_itself(tmp_path):
+    """`mlflow server` (vaelab ui, make ui) opens its store without vaelab's lock: before it starts,
+    `settle` waits for a run that holds it, and makes a new store's tables under it."""
+    from mlflow import MlflowClient
+
+    from vaelab.tracking.store import opening, settle
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settle(uri)
+    assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]
+
+    held, release = threading.Event(), threading.Event()
+
+    def a_run_creating_tables() -> None:
+        with opening(uri):
+            held.set()
+            release.wait(30)
+
+    creator = threading.Thread(target=a_run_creating_tables)
+    creator.start()
+    held.wait(30)
+    server = threading.Thread(target=settle, args=(uri,))
+    server.start()
+    server.join(0.5)
+    assert server.is_alive(), "the server went ahead while a run held the store"
+    release.set()
+    server.join(30)
+    creator.join(30)
+    assert not server.is_alive()
+
+
 def test_a_store_lost_mid_run_costs_no_training_and_a_rerun_logs_it(tmp_path, slow_mnist):
     home = tmp_path / "home"
     args = base_args(slow_mnist, home, "trainer.epochs=3", "tracking.patience_s=1")

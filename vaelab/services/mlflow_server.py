@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vaelab.services.postgres import PostgresServer
 from vaelab.services.process import Daemon, Service, ServiceError, free_port, port_open
+from vaelab.tracking.store import settle
 
 START_TIMEOUT_S = 120.0  # the first start on an empty database runs MLflow's schema migrations
 
@@ -50,10 +51,13 @@ class MlflowServer(Service):
 
     def prepare(self) -> None:
         """What the server needs before it starts, here or exec'd by `vaelab ui`: a free port (else
-        a one-line ServiceError) and the artifacts folder."""
+        a one-line ServiceError), the artifacts folder, and a SQLite store's tables, made under the
+        lock vaelab's runs take (`store.settle`): the server would otherwise create a new store's
+        tables while a run started beside it does, which MLflow's migrations do not survive."""
         if port_open(self.host, self.port):
             raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port)")
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        settle(self.backend_uri)
 
     def start(self) -> None:
         self.prepare()

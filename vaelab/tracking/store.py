@@ -21,13 +21,30 @@ def opening(uri: str | None) -> Iterator[None]:
     second process doing the same at once (a sweep and a run started together on a new store
     failed with "duplicate column name"): the others wait on `<store>.lock` until it is done.
     Other stores (a server, PostgreSQL) pass through."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
+    path = sqlite_path(uri)
     if path is None or fcntl is None or not path.parent.is_dir():
         yield
         return
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield
+
+
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
+
+
+def settle(uri: str) -> None:
+    """Leave a SQLite store with its tables made, for a process that opens it without `opening`
+    (`mlflow server`): a new store is created here, under the lock; for an existing one, this
+    waits until a run that is creating its tables has done so."""
+    with opening(uri):
+        path = sqlite_path(uri)
+        if path is not None and path.parent.is_dir() and not (path.is_file() and path.stat().st_size):
+            from mlflow import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
 
 
 def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
