@@ -129,13 +129,9 @@ def main() -> None:
     """The console script: Hydra's app, with every error reported as vaelab's own. A command that
     ends with an exit status skips the interpreter's teardown (`exiting.exit_now`); one that
     ends with a traceback (a bug) ends as Python ends it."""
-    from vaelab.exiting import exit_now
+    from vaelab.exiting import exit_after
 
-    try:
-        command()
-    except SystemExit as done:
-        exit_now(done.code)
-    exit_now(0)
+    exit_after(command)
 
 
 def command() -> None:

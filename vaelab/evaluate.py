@@ -63,13 +63,9 @@ def main() -> None:
             print(f"vaelab.evaluate: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    from vaelab.exiting import exit_now
+    from vaelab.exiting import exit_after
 
-    try:
-        hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
-    except SystemExit as done:
-        exit_now(done.code)
-    exit_now(0)
+    exit_after(hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import atexit
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import NoReturn
 
 
@@ -42,3 +43,14 @@ def exit_now(code: object = 0) -> NoReturn:
     except BaseException:  # noqa: BLE001 - a handler that fails, or a second Ctrl-C: exit anyway
         status = status or 1
     os._exit(status)
+
+
+def exit_after(command: Callable[[], object]) -> NoReturn:
+    """Run an entry point's `command`, then leave through `exit_now` with the status it ends
+    with (`sys.exit`'s, else 0). A command that ends in a traceback (a bug) leaves as Python
+    leaves."""
+    try:
+        command()
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)

@@ -29,11 +29,10 @@ import sys
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from vaelab.errors import TrackingError, VaelabError
-from vaelab.tracking.store import opening
+from vaelab.tracking.store import opening, sqlite_path
 from vaelab.tracking.worker import Worker, short_error
 
 log = logging.getLogger("vaelab.tracking.run")  # the run's logger: its warnings read as the run's
@@ -285,7 +284,8 @@ def open_early(store: str) -> None:
 
         if store.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - most of opening such a store
-        if store.startswith("sqlite:///") and Path(store.removeprefix("sqlite:///")).is_file():
+        path = sqlite_path(store)
+        if path is not None and path.is_file():
             with opening(store):  # another command may be creating its tables this very moment
                 MlflowClient(store).search_experiments(max_results=1)
     except Exception:  # noqa: BLE001 - a store that cannot be opened is the lookup's to report

@@ -6,15 +6,13 @@ after that the worker goes offline (it says why once) and training goes on unlog
 
 from __future__ import annotations
 
-import logging
 import queue
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
-
-log = logging.getLogger("vaelab.tracking.run")  # the run's logger: its warnings read as the run's
 
 
 def short_error(err: BaseException) -> str:
@@ -37,16 +35,16 @@ def is_busy(err: BaseException) -> bool:
 class Worker:
     """One thread running submitted calls in order, each retried for up to `patience_s`.
 
-    If a call still fails, the worker goes offline: it records why, tells `on_offline` (by default
-    the run's log), skips what follows (except clean-up), and never raises into its caller.
+    If a call still fails, the worker goes offline: it records why, tells `on_offline` (which
+    hands it to the run), skips what follows (except clean-up), and never raises into its caller.
     `call` returns a Future for the few calls whose result (or error) the caller must wait for;
     those are not retried here.
     """
 
-    def __init__(self, patience_s: float, on_offline: Any = None) -> None:
+    def __init__(self, patience_s: float, on_offline: Callable[[str], None]) -> None:
         self.patience_s = patience_s
         self.offline: str | None = None
-        self._on_offline = on_offline or (lambda reason: log.warning("MLflow logging stopped: %s", reason))
+        self._on_offline = on_offline
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
         self._thread.start()
