@@ -190,35 +190,6 @@ def test_an_unreachable_tracking_store_is_a_clear_error(tiny_cfg, tmp_path):
         app.run(cfg)
 
 
-def test_logging_a_model_skips_mlflows_scan_of_the_installed_packages(tmp_path, monkeypatch):
-    """The requirements are read from this environment, so MLflow's check of them against every
-    installed distribution (~1.6 s per run) is skipped; the model still logs and loads back."""
-    import numpy as np
-    from mlflow.utils import requirements_utils
-
-    from vaelab.models import MLPVAE
-    from vaelab.tracking import calls
-
-    scans = []
-
-    def scan():  # MLflow catches what its check raises: count the calls instead
-        scans.append(1)
-        return {}
-
-    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # as in a fresh process
-    monkeypatch.setattr(requirements_utils.importlib_metadata, "packages_distributions", scan)
-    check = requirements_utils._check_requirement_satisfied
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run():
-        info = calls.log_model(MLPVAE().eval(), np.zeros((1, 784), np.float32))
-    assert not scans, "MLflow scanned the installed packages"
-    assert requirements_utils._check_requirement_satisfied is check  # put back for everyone else
-    requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
-    assert {"vaelab", f"torch=={torch.__version__.split('+')[0]}"} <= set(open(requirements).read().split())
-    assert mlflow.pytorch.load_model(info.model_uri)(torch.rand(2, 784)).logits.shape == (2, 784)
-
-
-
 def logged_pixels(run_id: str, path: str):
     """An image artifact of the run as an RGB array."""
     import numpy as np

@@ -40,11 +40,11 @@ def test_an_unwritable_store_is_one_line_and_nothing_trains(tmp_path, slow_mnist
 
 OPEN_TOGETHER = """
 import sys
-from vaelab.tracking.store import use_experiment
-import mlflow.store.tracking.sqlalchemy_store  # imported first, so that all open the store at once
+from vaelab.tracking.store import connect, use_experiment
+import mlflow  # imported first, so that all open the store at once
 print("ready", flush=True)
 sys.stdin.readline()
-print(use_experiment(sys.argv[1], "together", None))
+print(use_experiment(connect(sys.argv[1]), "together", None))
 """
 
 

@@ -7,6 +7,7 @@ code 2; Ctrl-C (SIGINT) and SIGTERM stop the run at once, keep its last checkpoi
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -34,15 +35,13 @@ def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
     from vaelab.config import validate
-    from vaelab.tracking.remote import prestart
     from vaelab.tracking.sweep import JobRecord
 
     context = hydra_context()
     record = JobRecord.start(context)
     try:
         with handle_signals():
-            validate(cfg)  # bad input stops here, before a logging process opens (or creates) the store
-            prestart(cfg.tracking)  # MLflow imports in the logging process while torch imports here
+            validate(cfg)  # bad input stops here, before anything opens (or creates) the store
             from vaelab.app import execute  # torch and friends load after Hydra has parsed the command line
 
             outcome = execute(cfg, context)
@@ -74,9 +73,9 @@ class JobFailed(Exception):
 
 
 def sweeper_counts_failures() -> bool:
-    """Whether the sweeper tells failed trials apart (Optuna): it gets an exception; the others
-    (Hydra's basic sweeper) would stop the sweep on one, and get NaN instead."""
-    return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+    """Whether the sweeper tells failed trials apart (Optuna's has `max_failure_rate`): it gets
+    an exception; the others (Hydra's basic sweeper) would stop the sweep on one, and get NaN."""
+    return "max_failure_rate" in HydraConfig.get().sweeper
 
 
 def under_submitit() -> bool:
@@ -117,8 +116,8 @@ def other_command(args: list[str]) -> None:
 
 
 def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: all cores)."""
-    n_jobs = launcher.get("n_jobs") if "Joblib" in str(launcher.get("_target_", "")) else None
+    """How many jobs the launcher runs at once on this machine: its n_jobs (joblib's; -1: all cores)."""
+    n_jobs = launcher.get("n_jobs")
     if n_jobs is None:
         return 1
     cores = os.cpu_count() or 1
@@ -126,16 +125,9 @@ def parallel_jobs(launcher: DictConfig) -> int:
 
 
 def main() -> None:
-    """The console script: Hydra's app, with every error reported as vaelab's own. A command that
-    ends with an exit status skips the interpreter's teardown (`exiting.exit_now`); one that
-    ends with a traceback (a bug) ends as Python ends it."""
-    from vaelab.exiting import exit_after
-
-    exit_after(command)
-
-
-def command() -> None:
-    """`vaelab [ui] [overrides]`, ending by `sys.exit` when it fails."""
+    """The console script: `vaelab [ui] [overrides]`, Hydra's app with every error reported as
+    vaelab's own, ending by `sys.exit` when it fails."""
+    logging.raiseExceptions = False  # a log file on a full disk: no "--- Logging error ---" tracebacks
     other_command(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra hands errors to us instead of printing tracebacks
     try:
@@ -145,6 +137,10 @@ def command() -> None:
         stopped(err)
     except VaelabError as err:
         print(f"vaelab: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # vaelab's home or Hydra's output folder: full, read-only
+        print(f"vaelab: error: {err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "
+              "and run the same command again", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
         message = config_error(err)
@@ -164,10 +160,6 @@ def stopped(err: Interrupted) -> None:
     from vaelab.signals import ignore_further
 
     ignore_further()
-    if "vaelab.tracking.remote" in sys.modules:  # its runs are closed: it need not outlive them
-        from vaelab.tracking.remote import close_shared
-
-        close_shared()
     forward_to_children(err.signum)
     if "vaelab.tracking.sweep" in sys.modules:
         from vaelab.tracking.sweep import abort_sweeps

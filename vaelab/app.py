@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import math
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +29,7 @@ from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import validate
 from vaelab.data import Dataset, default_root
-from vaelab.errors import ConfigError, PreviousFailure
+from vaelab.errors import ConfigError, PreviousFailure, ResourceError
 from vaelab.identity import config_identity
 from vaelab.linear_probe import probe_accuracy
 from vaelab.metrics import active_units, decode, encode_means, iw_nll, kl_per_dimension, reconstruct
@@ -68,7 +71,15 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     identity = config_identity(cfg)
     device = resolve_device(cfg.trainer.device)
     tracker: NullTracker = instantiate(cfg.tracking)
-    lookup = tracker.connect(identity)  # reaching the store overlaps reading the data
+    spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
+    with spool.only_one():  # the same config started twice at once: the second waits, then skips
+        return execute_alone(cfg, context, identity, tracker, spool, device, started)
+
+
+def execute_alone(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker, spool: Spool,
+                  device: torch.device, started: float) -> Outcome:
+    log_dir = context.output_dir if context is not None and context.output_dir is not None else spool.folder
+    lookup = tracker.connect(identity, log_dir)  # reaching the store overlaps reading the data
     set_threads(cfg.trainer.threads, context)
     torch.manual_seed(cfg.trainer.seed)
     # torch.optim imports torch._dynamo on construction (2.4 s CPU): overlapped with reading the data.
@@ -79,7 +90,7 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
         plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
         if plan.skip:
             return skip(plan.past)
-        return train_and_track(cfg, context, identity, tracker, plan.past, data, device, started)
+        return train_and_track(cfg, context, identity, tracker, spool, plan.past, data, device, started)
     finally:
         # Helper threads must be idle before an error ends the process: one still importing
         # (torch._dynamo here) at interpreter exit aborts it with SIGABRT (exit 134) instead of
@@ -95,13 +106,12 @@ def skip(past: PastRun) -> Outcome:
     return Outcome(loss, past.run_id, "SKIPPED")
 
 
-def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker,
+def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker, spool: Spool,
                     past: PastRun | None, data: Dataset, device: torch.device, started: float) -> Outcome:
     model = build_model(cfg, data).to(device)
     objective = build_objective(cfg, data)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer)
-    spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
     resume = None
     if cfg.trainer.resume:
         resume = find_checkpoint(spool, tracker, past)
@@ -112,7 +122,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
     if resume is not None:
         print(f"resuming {f'run {past.run_id}' if past else 'an interrupted run'} after epoch {resume['epoch']}",
               flush=True)
-    with tracker.start(cfg, context, identity, resume=past):
+    with tracker.start(cfg, context, identity, resume=past, outbox=spool.outbox):
         logged = replay_history(tracker, resume, past)
         log_datasets(tracker, cfg.data, data)
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
@@ -129,7 +139,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
         )
         ran_last = resume is None or resume["epoch"] < cfg.trainer.epochs  # its report drew the final figures
         final = finish(tracker, model, data, cfg, probe, figures=not ran_last)
-        tracker.log_metrics({"time/total_s": time.perf_counter() - started})
+        tracker.log_metrics({"time/total_s": time.perf_counter() - started}, once=True)
         print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final, flush=True)
     print(tracker.describe())
     spool.clear()  # the run is complete in the store (or was never tracked): nothing to resume
@@ -160,10 +170,11 @@ def plan_resume(past: PastRun | None, resume: bool, retry_failed: bool) -> Resum
 
 
 def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None) -> dict[str, Any] | None:
-    """The latest checkpoint of the run to continue: the local copy or the one among its artifacts."""
-    run_id = past.run_id if past else None
+    """The latest checkpoint of the run to continue: the local copy or the one among its artifacts.
+    A local checkpoint whose run the store does not have (the store was lost or is new) continues
+    in a new run: what it trained is not thrown away."""
     local = spool.load()
-    candidates = [local] if local is not None and local.get("run_id") == run_id else []
+    candidates = [local] if local is not None and (past is None or local.get("run_id") == past.run_id) else []
     if past is not None:
         with tempfile.TemporaryDirectory() as tmp:
             fetched = tracker.fetch_checkpoint(past.run_id, Path(tmp))
@@ -184,10 +195,31 @@ def replay_history(tracker: NullTracker, resume: dict[str, Any] | None, past: Pa
 
 
 class Spool:
-    """The local copy of a run's latest checkpoint, in vaelab's home, keyed by the config's identity."""
+    """What a run keeps locally, in vaelab's home, keyed by the config's identity and store: its
+    latest checkpoint (one file) and the outbox of pictures its store could not take."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.path = folder / "last.pt"
+        self.outbox = folder / "outbox"
+
+    @contextlib.contextmanager
+    def only_one(self) -> Iterator[None]:
+        """Hold this config for this process: another process running it makes this one wait
+        (it then finds the run finished, or resumes it)."""
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.folder.with_name(self.folder.name + ".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                print(f"vaelab: the same config is running in {holder}; waiting for it to end", flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when that process ends, however it ends
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            lock.flush()
+            yield
 
     def save(self, state: TrainingState, *, tracker: NullTracker, every: int, last: int,
              run_id: Callable[[], str | None], identity: str) -> None:
@@ -195,7 +227,11 @@ class Spool:
         if not every or (state.epoch % every and state.epoch != last):
             return
         with deferred():
-            save_checkpoint(state.state_dict(run_id=run_id(), identity=identity), self.path)
+            try:
+                save_checkpoint(state.state_dict(run_id=run_id(), identity=identity), self.path)
+            except OSError as err:
+                raise ResourceError(f"the checkpoint {self.path} could not be written ({err.strerror}); "
+                                    "free some space and run the same command again to resume") from None
             tracker.log_checkpoint(self.path, state.epoch)
 
     def load(self) -> dict[str, Any] | None:
@@ -405,7 +441,7 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
         train_mu, _ = encode_means(model, data.train.x, cfg.trainer.eval_batch_size)
         final["test/probe_acc"] = probe_accuracy(train_mu, data.train.y, mu, data.test.y, cfg.probe.steps,
                                                  cfg.probe.l2, seed=cfg.trainer.seed)
-    tracker.log_metrics(final, step=cfg.trainer.epochs)
+    tracker.log_metrics(final, step=cfg.trainer.epochs, once=True)  # a resumed wrap-up logs each once
     if tracker.enabled:
         from vaelab.plots import kl_per_dimension as kl_figure
 

@@ -27,3 +27,7 @@ class CheckpointError(VaelabError):
 
 class PreviousFailure(VaelabError):
     """The same config failed before for a real error; re-running it would repeat that."""
+
+
+class ResourceError(VaelabError):
+    """The machine ran out of something a run needs (disk space): freeing it and re-running resumes."""

@@ -32,7 +32,7 @@ def evaluate_run(cfg: DictConfig) -> float:
     nll = iw_nll(model.to(device), data.test.x, cfg.k, cfg.batch_size, progress=True)
     seconds = time.perf_counter() - started
     print(f"run {cfg.run_id}: test/iw_nll = {nll:.2f} nats/image, k = {cfg.k} ({seconds:.0f}s on {device})")
-    log_to_run(cfg.run_id, {"test/iw_nll": nll, f"test/iw_nll_k{cfg.k}": nll, "time/iw_s": seconds},
+    log_to_run(cfg.tracking.uri, cfg.run_id, {"test/iw_nll": nll, f"test/iw_nll_k{cfg.k}": nll, "time/iw_s": seconds},
                params={"iw.k": cfg.k})
     return nll
 
@@ -63,9 +63,7 @@ def main() -> None:
             print(f"vaelab.evaluate: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    from vaelab.exiting import exit_after
-
-    exit_after(hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task))
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
 
 
 if __name__ == "__main__":

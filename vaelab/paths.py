@@ -22,11 +22,15 @@ def home() -> Path:
 
 
 def register_resolver() -> None:
-    """`${vaelab_home:}` in configs resolves to `home()`."""
+    """`${vaelab_home:}` in configs resolves to `home()`; `${vaelab_pid:}` to the id of the
+    process that resolves it first (cached with the config, as Hydra's `${now:}` is, so a sweep's
+    jobs in other processes see the same): two sweeps started in the same second get two folders."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("vaelab_home"):
         OmegaConf.register_new_resolver("vaelab_home", lambda: str(home()))
+    if not OmegaConf.has_resolver("vaelab_pid"):
+        OmegaConf.register_new_resolver("vaelab_pid", lambda: str(os.getpid()), use_cache=True)
 
 
 def config_dir() -> str:

@@ -1,5 +1,5 @@
 """How a run presents itself in the MLflow UI: where its one-off figures go, its name within a
-sweep, its description, its dataset inputs and the name of its logged model."""
+sweep, its description and the name of its logged model."""
 
 from __future__ import annotations
 
@@ -46,19 +46,3 @@ def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status:
 
 
 NOTE_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
-
-
-def log_dataset(name: str, digest: str, source: str, context: str) -> None:
-    """A dataset input of the active run: `name`, the folder it came from, a digest of the images
-    as used."""
-    import warnings
-
-    import mlflow
-
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
-    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local folder either way
-        warnings.simplefilter("ignore")
-        where = resolve_dataset_source(source)
-    mlflow.log_input(MetaDataset(where, name=name, digest=digest), context=context)

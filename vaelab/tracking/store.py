@@ -1,26 +1,34 @@
-"""Reading and amending runs in the MLflow store: experiments, finished runs, logged models."""
+"""The MLflow store: reaching it (one client per tracking URI, never a process-wide URI),
+experiments, looking runs up and reading them back, and where MLflow's own log records go."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from vaelab.tracking.base import PastRun
 
 try:
     import fcntl
 except ImportError:  # Windows: no lock, as MLflow itself
     fcntl = None  # type: ignore[assignment]
 
+IDENTITY_TAG = "vaelab.identity"  # vaelab.identity.config_identity of the run's config and code
+FAILURE_TAG = "vaelab.failure"  # "error" when a run failed for a reason re-running would repeat
+MODEL_TAG = "vaelab.model_id"  # the run's logged model, once it is logged
+LIBRARY_LOGGERS = ("mlflow", "sqlalchemy", "alembic", "urllib3", "vaelab.tracking.detail")
+
 
 @contextlib.contextmanager
 def opening(uri: str | None) -> Iterator[None]:
     """Hold the SQLite store `uri` for this process alone while it opens it. The first process
     to open a new store creates its tables through MLflow's migrations, which do not survive a
-    second process doing the same at once (a sweep and a run started together on a new store
-    failed with "duplicate column name"): the others wait on `<store>.lock` until it is done.
-    Other stores (a server, PostgreSQL) pass through."""
+    second process doing the same at once ("duplicate column name", "no such index"): the others
+    wait on `<store>.lock` until it is done. Other stores (a server, PostgreSQL) pass through."""
     path = sqlite_path(uri)
     if path is None or fcntl is None or not path.parent.is_dir():
         yield
@@ -35,38 +43,81 @@ def sqlite_path(uri: str | None) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri and uri.startswith("sqlite:///") else None
 
 
+def connect(uri: str) -> Any:
+    """An `MlflowClient` for `uri`, its store opened (a new SQLite store's tables made) under the lock."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's records go where vaelab says
+    from mlflow import MlflowClient
+
+    with opening(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    return client
+
+
 def settle(uri: str) -> None:
     """Leave a SQLite store with its tables made, for a process that opens it without `opening`
     (`mlflow server`): a new store is created here, under the lock; for an existing one, this
     waits until a run that is creating its tables has done so."""
-    with opening(uri):
-        path = sqlite_path(uri)
-        if path is not None and path.parent.is_dir() and not (path.is_file() and path.stat().st_size):
-            from mlflow import MlflowClient
-
-            MlflowClient(uri).search_experiments(max_results=1)
+    if sqlite_path(uri) is not None and sqlite_path(uri).parent.is_dir():
+        connect(uri)
 
 
-def use_experiment(uri: str | None, name: str, artifact_location: str | None) -> str:
-    """Point MLflow at `uri` and return the id of experiment `name`, creating it if needed."""
-    import mlflow
+def use_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created if needed (by another command at the same time too)."""
+    from mlflow.exceptions import MlflowException
 
-    if uri:
-        mlflow.set_tracking_uri(uri)
-    with opening(uri or mlflow.get_tracking_uri()):
-        found = mlflow.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
-        return mlflow.create_experiment(name, artifact_location=location)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(artifact_location).expanduser().resolve().as_uri() if artifact_location else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another command
+        return client.get_experiment_by_name(name).experiment_id
 
 
+def find_run(client: Any, experiment_id: str, identity: str) -> PastRun | None:
+    """The latest run in the experiment with this identity."""
+    found = client.search_runs([experiment_id], f"tags.`{IDENTITY_TAG}` = '{identity}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        return None
+    run, tags = found[0], found[0].data.tags
+    return PastRun(
+        run_id=run.info.run_id, status=run.info.status, name=run.info.run_name,
+        test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG), error=tags.get("error"),
+        host=tags.get("vaelab.host"), pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
+        logged_epochs={m.step for m in client.get_metric_history(run.info.run_id, "test/loss")},
+        metric_keys=set(run.data.metrics), has_model=MODEL_TAG in tags)
 
-def log_to_run(run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
+
+class _Records:
+    handler: logging.Handler | None = None
+
+
+def route_library_logs(path: Path) -> None:
+    """MLflow's, SQLAlchemy's and the HTTP client's log records (tracebacks of a busy or lost
+    store among them) go to `path`, never the console: vaelab says what happened in one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, delay=True, encoding="utf-8")
+    except OSError:  # a home that cannot be written: the records are dropped, still not shown
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if _Records.handler is not None:
+            logger.removeHandler(_Records.handler)
+        logger.addHandler(handler)
+        logger.propagate = False
+    if _Records.handler is not None:
+        _Records.handler.close()
+    _Records.handler = handler
+
+
+def log_to_run(uri: str, run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
     """Add metrics (and params not yet set) to a finished run, keeping its status."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    client = connect(uri)
     logged = client.get_run(run_id).data.params
     for key, value in (params or {}).items():
         if key not in logged:  # MLflow params are write-once; a second k lives in the metric name
@@ -82,22 +133,28 @@ def model_uri(run: Any) -> str:
     return f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run.info.run_id}/model"
 
 
-def load_run(uri: str | None, run_id: str) -> tuple[Any, dict[str, str]]:
+def load_run(uri: str, run_id: str) -> tuple[Any, dict[str, str]]:
     """The logged model of a run (on the CPU) and the run's params."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
-    import mlflow
+    import tempfile
+
+    import mlflow.artifacts
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
     from vaelab.errors import ConfigError
 
-    if uri:
-        mlflow.set_tracking_uri(uri)
     try:
-        run = mlflow.get_run(run_id)
-        params = run.data.params
-        model = mlflow.pytorch.load_model(model_uri(run), map_location="cpu")
+        client = connect(uri)
+        run = client.get_run(run_id)
+        outputs = run.outputs.model_outputs if run.outputs else []
+        with tempfile.TemporaryDirectory() as tmp:
+            if outputs:  # its last logged model (models are named after their run)
+                location = client.get_logged_model(outputs[-1].model_id).artifact_location
+                local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=uri)
+            else:  # runs logged before models had names
+                local = client.download_artifacts(run_id, "model", tmp)
+            model = mlflow.pytorch.load_model(local, map_location="cpu")
     except MlflowException as err:
         raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
-    return model, params
-
+    return model, run.data.params

@@ -30,11 +30,8 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
-def sweep_children(parent_id: str) -> list[Any]:
+def sweep_children(client: Any, parent_id: str) -> list[Any]:
     """The runs nested under a sweep's parent, by Hydra job number."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
     exp_id = client.get_run(parent_id).info.experiment_id
     children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
@@ -98,7 +95,7 @@ def log_sweep_summary(client: Any, parent_id: str) -> None:
 
     parent = client.get_run(parent_id)
     keys = swept_keys(parent.data.tags.get("overrides", "").split())
-    children = sweep_children(parent_id)
+    children = sweep_children(client, parent_id)
     client.update_run(parent_id, name=sweep_name(keys, len(children)))
     new = {k: v for k, v in shared_params(children, keys).items() if k not in parent.data.params}
     items = [Param(k, str(v)[:6000]) for k, v in new.items()]
@@ -130,11 +127,9 @@ def log_sweep_figures(client: Any, parent_id: str, children: list[Any], title: s
                       "figures/test_loss_per_config.png")
 
 
-def sweep_link(client: Any, parent_id: str, ui_url: str | None = None) -> str:
-    """The parent run's address in the UI that serves the store (`tracking.ui_url` if given)."""
-    import mlflow
-
+def sweep_link(client: Any, parent_id: str, uri: str, ui_url: str | None = None) -> str:
+    """The parent run's address in the UI that serves the store `uri` (`tracking.ui_url` if given)."""
     from vaelab.tracking.links import run_link, ui_base
 
     experiment_id = client.get_run(parent_id).info.experiment_id
-    return run_link(ui_base(mlflow.get_tracking_uri(), ui_url), experiment_id, parent_id)
+    return run_link(ui_base(uri, ui_url), experiment_id, parent_id)

@@ -22,12 +22,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vaelab.tracking.run import PARENT_ENV, RunContext
-from vaelab.tracking.store import use_experiment
-from vaelab.tracking.summary import log_sweep_summary
+from vaelab.tracking.base import PARENT_ENV, RunContext
+from vaelab.tracking.store import connect, use_experiment
+from vaelab.tracking.summary import log_sweep_summary, sweep_link
+from vaelab.tracking.worker import short_error
 
 log = logging.getLogger(__name__)
-MLFLOW_TARGETS = ("vaelab.tracking.MlflowTracker", "vaelab.tracking.run.MlflowTracker")
 SWEEP_IDENTITY_TAG = "vaelab.sweep_identity"
 RECORD = "vaelab_job.json"
 FAILED_STATUSES = ("FAILED", "KILLED")
@@ -97,20 +97,20 @@ class SweepParentRun(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
-        self.tracking: DictConfig | None = None
+        self.store: tuple[str, str, str | None, str | None] | None = None  # uri, experiment, artifacts, UI
+        # (plain values: the callback travels pickled to joblib's workers with Hydra's context)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
+        from hydra.utils import instantiate
 
-        HydraConfig.instance().set_config(config)  # tracking keys may interpolate ${hydra:...}
         tolerate_failed_trials(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         _Outcome.failed = False
         _Outcome.active.append(self)
         atexit.register(self.close, "FAILED")
-        tracking = config.get("tracking")
-        if tracking and tracking.get("_target_") in MLFLOW_TARGETS:
-            self.tracking = tracking
+        tracker = instantiate(config.tracking) if config.get("tracking") else None
+        if tracker is not None and tracker.enabled:
+            self.store = (tracker.uri, tracker.experiment, tracker.artifact_location, tracker.ui_url)
             self.parent_id = self._open_parent(config)
             os.environ[PARENT_ENV] = self.parent_id
             log.info("MLflow parent run of this sweep: %s", self.parent_id)
@@ -118,15 +118,13 @@ class SweepParentRun(Callback):
     def _open_parent(self, config: DictConfig) -> str:
         """The parent of an earlier run of this very sweep (same overrides, same code), reopened;
         else a new one."""
-        from mlflow import MlflowClient
-
         from vaelab.identity import code_digest
 
-        tracking = config.tracking
-        exp_id = use_experiment(tracking.uri, tracking.experiment, tracking.artifact_location)
+        uri, experiment, artifact_location, _ = self.store
+        client = connect(uri)
+        exp_id = use_experiment(client, experiment, artifact_location)
         overrides = sorted(config.hydra.overrides.task) + sorted(config.hydra.overrides.hydra)
         identity = hashlib.sha256(json.dumps([overrides, code_digest()]).encode()).hexdigest()[:16]
-        client = MlflowClient()
         found = client.search_runs([exp_id], f"tags.`{SWEEP_IDENTITY_TAG}` = '{identity}'",
                                    order_by=["attributes.start_time DESC"], max_results=1)
         if found:
@@ -149,12 +147,8 @@ class SweepParentRun(Callback):
         parent_id = self.parent_id
         self.close("FAILED" if failed else "FINISHED")
         if parent_id is not None:
-            from mlflow import MlflowClient
-
-            from vaelab.tracking.summary import sweep_link
-
-            print(f"the sweep in the UI (vaelab ui): {sweep_link(MlflowClient(), parent_id, self.tracking.get('ui_url'))}",
-                  flush=True)
+            link = sweep_link(connect(self.store[0]), parent_id, self.store[0], self.store[3])
+            print(f"the sweep in the UI (vaelab ui): {link}", flush=True)
 
     def close(self, status: str) -> None:
         """Log the summary and end the parent run with `status` (once; later calls do nothing)."""
@@ -164,13 +158,11 @@ class SweepParentRun(Callback):
             return
         parent_id, self.parent_id = self.parent_id, None
         os.environ.pop(PARENT_ENV, None)
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
+        client = connect(self.store[0])
         try:
             log_sweep_summary(client, parent_id)
         except Exception as err:  # noqa: BLE001 - the summary must not keep the parent open
-            print(f"vaelab: the sweep summary could not be logged: {err}", file=sys.stderr)
+            print(f"vaelab: the sweep summary could not be logged: {short_error(err)}", file=sys.stderr)
         finally:
             client.set_terminated(parent_id, status=status)
 

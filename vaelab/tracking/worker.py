@@ -1,29 +1,37 @@
-"""The thread that talks to the tracking store for a run (in the logging process, `remote`).
+"""The one background thread that talks to the tracking store for a run.
 
-Calls run in order; each is retried while the store is busy or failing, for up to `patience_s`;
-after that the worker goes offline (it says why once) and training goes on unlogged.
+Calls run in order on a single-thread `ThreadPoolExecutor`; each is retried while the store is
+busy or failing, for up to `patience_s`; after that the worker goes offline (it says why once,
+on the run's logger) and training goes on: what follows is skipped, or handed to its `fallback`
+(pictures wait in the run's outbox for the next run of the config).
 """
 
 from __future__ import annotations
 
-import queue
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
+
+log = logging.getLogger("vaelab.tracking")
+detail = logging.getLogger("vaelab.tracking.detail")  # to tracking.log only, with MLflow's own records
 
 
 def short_error(err: BaseException) -> str:
     """An error in a few words: the operating system's reason where there is one (a refused
-    connection, a missing folder), else the last line of its message, cut to 300 characters."""
+    connection, a missing folder), else the first line of its message that is not a link to the
+    library's documentation, cut to 300 characters."""
     text = str(err)
     reason = re.search(r"\[Errno -?\d+\] ([^\"\n]+)", text)
     if reason:
         return reason.group(1).strip().rstrip(")")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
+    lines = [line.strip() for line in text.strip().splitlines()
+             if line.strip() and not line.strip().startswith(("(Background on this error", "[SQL:", "[parameters:"))]
+    first = re.sub(r"^\(\S+\) ", "", lines[0]) if lines else ""  # "(sqlite3.OperationalError) ..."
+    return f"{type(err).__name__}: {first}"[:300]
 
 
 def is_busy(err: BaseException) -> bool:
@@ -33,88 +41,73 @@ def is_busy(err: BaseException) -> bool:
 
 
 class Worker:
-    """One thread running submitted calls in order, each retried for up to `patience_s`.
+    """One thread running submitted calls in order, each retried for up to `patience_s`."""
 
-    If a call still fails, the worker goes offline: it records why, tells `on_offline` (which
-    hands it to the run), skips what follows (except clean-up), and never raises into its caller.
-    `call` returns a Future for the few calls whose result (or error) the caller must wait for;
-    those are not retried here.
-    """
-
-    def __init__(self, patience_s: float, on_offline: Callable[[str], None]) -> None:
+    def __init__(self, patience_s: float) -> None:
         self.patience_s = patience_s
         self.offline: str | None = None
-        self._on_offline = on_offline
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="vaelab-mlflow", daemon=True)
-        self._thread.start()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaelab-tracking")
+        self._pending: list[tuple[Future, bool]] = []  # (call, kept when the run is abandoned)
+        self._latest: dict[str, Future] = {}  # the last call queued under each `replaces` key
+        self._lock = threading.Lock()  # calls are queued from the training thread and the worker's
+        self._closing = threading.Event()
 
-    def submit(self, fn: Any, *args: Any, keep: bool = False, **kwargs: Any) -> None:
-        """Queue a call, retried until it succeeds or patience runs out; `keep`: never discarded."""
-        self._queue.put((fn, args, kwargs, None, keep))
+    def call(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run `fn` in turn, not retried: its future gets the result or the error."""
+        return self._track(self._pool.submit(fn, *args), keep=True)
 
-    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        self._queue.put((fn, args, kwargs, future, True))
+    def submit(self, fn: Callable[..., Any], *args: Any, keep: bool = False,
+               fallback: Callable[[], None] | None = None, replaces: str | None = None) -> Future:
+        """Run `fn` in turn, retried; `keep`: not dropped when the run is abandoned (metrics,
+        checkpoints); `fallback`: what to do instead once the store is given up on; `replaces`:
+        an earlier call queued under this key that has not started is dropped (a newer one makes
+        it redundant)."""
+        future = self._track(self._pool.submit(self._retrying, fn, args, fallback), keep)
+        if replaces is not None:
+            with self._lock:
+                earlier, self._latest[replaces] = self._latest.get(replaces), future
+            if earlier is not None:
+                earlier.cancel()
         return future
 
-    def drain(self, timeout: float | None = None) -> None:
-        """Wait until everything queued has run (or `timeout` seconds have passed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if deadline is not None and time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
+    def _track(self, future: Future, keep: bool) -> Future:
+        with self._lock:
+            self._pending = [(f, k) for f, k in self._pending if not f.done()] + [(future, keep)]
+        return future
 
-    def discard_pending(self) -> None:
-        """Drop queued calls that are not marked `keep` (pictures, metrics of an abandoned run)."""
-        kept = []
-        while True:
+    def discard(self) -> None:
+        """Drop the queued calls that are not kept (pictures of a run that is being abandoned)."""
+        with self._lock:
+            pending = list(self._pending)
+        for future, keep in pending:
+            if not keep:
+                future.cancel()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued has run, or `timeout` seconds; whether it all ran."""
+        with self._lock:
+            pending = [f for f, _ in self._pending]
+        return not wait(pending, timeout).not_done
+
+    def close(self, wait_for_calls: bool = True) -> None:
+        """End the thread; without waiting, queued calls are dropped and a retry stops at once."""
+        if not wait_for_calls:
+            self._closing.set()
+        self._pool.shutdown(wait=wait_for_calls, cancel_futures=not wait_for_calls)
+
+    def _retrying(self, fn: Callable[..., Any], args: tuple, fallback: Callable[[], None] | None) -> Any:
+        deadline, delay = time.monotonic() + self.patience_s, 0.25
+        while self.offline is None:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self._queue.task_done()
-            if item is not None and item[4]:
-                kept.append(item)
-        for item in kept:
-            self._queue.put(item)
-
-    def stop(self, wait: bool = True) -> None:
-        self._queue.put(None)
-        if wait:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            fn, args, kwargs, future, _ = item
-            try:
-                if future is not None:
-                    self._run_for(future, fn, args, kwargs)
-                elif self.offline is None:
-                    self._retrying(fn, args, kwargs)
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    @staticmethod
-    def _run_for(future: Future, fn: Any, args: tuple, kwargs: dict) -> None:
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
-            future.set_exception(err)
-
-    def _retrying(self, fn: Any, args: tuple, kwargs: dict) -> None:
-        deadline = time.monotonic() + self.patience_s
-        delay = 0.25
-        while True:
-            try:
-                fn(*args, **kwargs)
-                return
+                return fn(*args)
             except Exception as err:  # noqa: BLE001 - any store failure: wait, then give up logging
-                if time.monotonic() + delay > deadline:
+                if self._closing.is_set() or time.monotonic() + delay > deadline:
                     self.offline = short_error(err)
-                    self._on_offline(self.offline)
-                    return
+                    detail.warning("giving up on the tracking store", exc_info=err)
+                    log.warning("MLflow logging stopped: %s", self.offline)
+                    break
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if fallback is not None:
+            fallback()
+        return None

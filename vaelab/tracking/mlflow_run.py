@@ -1,0 +1,330 @@
+"""`MlflowTracker`: one training run as one MLflow run, through `MlflowClient` with the explicit
+tracking URI of `tracking.uri` and the run's explicit id (no active run, no process-wide URI),
+so that several runs in one process are ordinary.
+
+Everything that talks to the store or draws runs on the run's `Worker` thread, in order; the
+training loop only queues. A store that is unreachable before training is a one-line error; one
+that fails mid-run is retried for `patience_s`, then given up: training goes on, the checkpoint
+and the metrics are kept locally and the pictures in the run's outbox, for a re-run to log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.errors import ResourceError, TrackingError
+from vaelab.tracking import store
+from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
+from vaelab.tracking.links import run_link, ui_base
+from vaelab.tracking.presentation import FIGURES, model_name, run_note, sweep_job_name, ui_hint
+from vaelab.tracking.worker import Worker, detail, is_busy, log, short_error
+
+CHECKPOINT = "checkpoints"  # the artifact folder of a run's latest checkpoint, last.pt
+
+
+class MlflowTracker(NullTracker):
+    """One MLflow run per training job; `uri` is the store (`tracking.uri`)."""
+
+    enabled = True
+
+    def __init__(self, uri: str, experiment: str = "vaelab", artifact_location: str | None = None,
+                 parent_run_id: str | None = None, log_model: bool = True, run_name: str | None = None,  # noqa: ARG002
+                 ui_url: str | None = None, connect_timeout_s: float = 5.0, patience_s: float = 120.0) -> None:
+        self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
+        self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
+        self.save_model, self.ui_url = log_model, ui_url
+        self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s
+        self.run_id: str | None = None
+        self.name: str | None = None
+        self.experiment_id: str | None = None
+        self.client: Any = None
+        self._worker = Worker(patience_s)
+        self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
+        self._past: PastRun | None = None
+        self._outbox: Path | None = None
+        self._command = "vaelab"
+        # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
+
+    @property
+    def offline(self) -> str | None:  # type: ignore[override]
+        return self._worker.offline
+
+    def scope(self) -> str:
+        return hashlib.sha256(f"{self.uri}\0{self.experiment}".encode()).hexdigest()[:8]
+
+    def connect(self, identity: str, log_dir: Path | None = None) -> Future:
+        if log_dir is not None:
+            store.route_library_logs(log_dir / "tracking.log")
+        return self._worker.call(self._before_training, self._lookup, identity)
+
+    def _lookup(self, identity: str) -> PastRun | None:
+        self.client = self.client or store.connect(self.uri)
+        self.experiment_id = store.use_experiment(self.client, self.experiment, self.artifact_location)
+        return store.find_run(self.client, self.experiment_id, identity)
+
+    def _before_training(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn` until it succeeds: a store that is unreachable or refuses writes for
+        `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
+        started = time.monotonic()
+        while True:
+            try:
+                return fn(*args)
+            except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
+                detail.warning("the store is not usable yet", exc_info=err)
+                if time.monotonic() - started > (self.patience_s if is_busy(err) else self.connect_timeout_s):
+                    raise TrackingError(f"the tracking store {self.uri} cannot be reached or written: "
+                                        f"{short_error(err)}; check tracking.uri") from None
+                time.sleep(0.5)
+
+    @contextlib.contextmanager
+    def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
+              resume: PastRun | None = None, outbox: Path | None = None) -> Iterator[MlflowTracker]:
+        """Open the run (a new one, or `resume`'s, reopened) before yielding; end it as the block
+        ends: FINISHED once everything queued is stored, KILLED on a signal, else FAILED."""
+        context = context or RunContext()
+        self._past, self._outbox = resume, outbox
+        self._command = " ".join(["vaelab", *context.overrides])
+        try:
+            from vaelab.signals import deferred
+
+            with deferred():  # a signal while the run is created ends it KILLED, not RUNNING forever
+                self.run_id = self._worker.call(self._before_training, self._open, cfg, context, identity).result()
+            self._worker.submit(self._describe_job, cfg, context, keep=True)
+            self._worker.submit(self._log_outbox)
+            yield self
+            self._finish()
+        except KeyboardInterrupt:
+            self._abandon("KILLED")
+            raise
+        except BaseException as err:
+            self._abandon("FAILED", err)
+            raise
+
+    def _open(self, cfg: DictConfig, context: RunContext, identity: str) -> str:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        from mlflow.entities import RunTag
+
+        tags = resolve_tags(_context_tags(context) | {
+            store.IDENTITY_TAG: identity, "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
+            "vaelab.code": _code_digest()})
+        if self._past is not None:  # the same run continues: same id, metrics go on at later steps
+            self.client.update_run(self._past.run_id, status="RUNNING")
+            tags |= {"vaelab.resumed": "true"}
+            self.client.log_batch(self._past.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.name = self._past.name
+            return self._past.run_id
+        self.name = run_name(cfg)
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+            if not cfg.tracking.get("run_name"):  # a sweep's job: named by what it varies
+                sweep = self.client.get_run(self.parent_run_id).data.tags.get("overrides", "")
+                self.name = sweep_job_name(sweep, context.overrides) or self.name
+        return self.client.create_run(self.experiment_id, run_name=self.name, tags=tags).info.run_id
+
+    def _describe_job(self, cfg: DictConfig, context: RunContext) -> None:
+        """The config as params (a new run's; params are write-once) and Hydra's job folder."""
+        from mlflow.entities import Param
+
+        if self._past is None:
+            params = [Param(k, "null" if v is None else str(v)[:6000])
+                      for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[start:start + 100])
+        if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
+            self.client.log_artifacts(self.run_id, str(context.output_dir / ".hydra"), "hydra")
+
+    def _finish(self) -> None:
+        """Wait for everything queued, then end the run FINISHED; if the store went away
+        mid-run, say how to log what is kept locally."""
+        self._worker.drain()
+        if self.offline is None:
+            self._worker.call(self._end, "FINISHED", None).result()
+        self._worker.close()
+        if self.offline is not None:
+            raise TrackingError(f"the tracking store failed mid-run ({self.offline}); training went on and "
+                                "its checkpoint, metrics and pictures are kept locally: run the same command "
+                                "again once the store is back to log them")
+
+    def _abandon(self, status: str, err: BaseException | None = None) -> None:
+        """End the run KILLED or FAILED within seconds: pictures still queued are dropped; the
+        metrics and the checkpoint go first, for up to 10 s."""
+        from vaelab.signals import ignore_further
+
+        if status == "KILLED":
+            ignore_further()
+        self._worker.discard()
+        self._worker.drain(timeout=10.0)
+        self._worker.close(wait_for_calls=False)
+        if self.run_id is not None and self.offline is None:
+            try:
+                self._end(status, err)
+            except Exception as failed:  # noqa: BLE001 - the run's own error is the one to report
+                log.warning("could not mark MLflow run %s %s: %s", self.run_id, status, short_error(failed))
+
+    def _end(self, status: str, err: BaseException | None) -> None:
+        error = f"{type(err).__name__}: {err}" if err is not None else None
+        self.client.set_tag(self.run_id, "mlflow.note.content", run_note(self._command, self._latest, status, error))
+        if error:
+            self.client.set_tag(self.run_id, "error", error[:5000])
+        if status == "FAILED" and not isinstance(err, (ResourceError, TrackingError)):
+            self.client.set_tag(self.run_id, store.FAILURE_TAG, "error")  # a re-run would repeat it
+        self.client.set_terminated(self.run_id, status=status)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._worker.submit(self._log_batch, {}, None, 0, dict(params), keep=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, once: bool = False) -> None:
+        if once and self._past is not None:
+            metrics = {k: v for k, v in metrics.items() if k not in self._past.metric_keys}
+        stamp = int(time.time() * 1000)  # kept, so the model's copy of a metric is the same row
+        self._latest |= {k: (float(v), step or 0, stamp) for k, v in metrics.items()}
+        self._worker.submit(self._log_batch, {k: float(v) for k, v in metrics.items()}, step, stamp, {}, keep=True)
+
+    def _log_batch(self, metrics: dict[str, float], step: int | None, stamp: int, params: dict[str, Any],
+                   model_id: str | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step or 0, model_id=model_id)
+                                                    for k, v in metrics.items()],
+                              params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
+        self._worker.submit(self._picture, key, image, step, fallback=lambda: self._keep(key, image, step))
+
+    def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None:
+        """Draw `draw(title=...)` on the worker, titled with the run's name and the epoch: with a
+        step, a keyed image for the UI's slider; without one, or `final`, the figure
+        `figures/<key>.png` too (one drawing for both)."""
+        self._worker.submit(self._plot, key, draw, step, final)
+
+    def _plot(self, key: str, draw: Callable[..., Any], step: int | None, final: bool) -> None:
+        from vaelab.plots import figure_to_array
+
+        try:
+            image = figure_to_array(draw(title=self.name if step is None else f"{self.name} · epoch {step}"))
+        except Exception as err:  # noqa: BLE001 - a picture that cannot be drawn costs that picture only
+            log.warning("the %s picture could not be drawn: %s", key, short_error(err))
+            return
+        for at in ([step] if step is not None else []) + ([None] if step is None or final else []):
+            self.log_image(key, image, at)  # queued behind this call, retried on its own
+
+    def _picture(self, key: str, image: np.ndarray, step: int | None) -> None:
+        """A keyed image at `step` (the UI's Image grid), else the figure `figures/<key>.png`,
+        never in images/: the UI drops all keyed images if one file there is not its own."""
+        if step is None:
+            self.client.log_image(self.run_id, image, artifact_file=f"{FIGURES}/{key}.png")
+        else:
+            self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
+
+    def _keep(self, key: str, image: np.ndarray, step: int | None) -> None:
+        """A picture the store could not take, into the outbox for the next run of this config."""
+        if self._outbox is not None:
+            self._outbox.mkdir(parents=True, exist_ok=True)
+            np.savez(self._outbox / f"{time.time_ns()}.npz", image=image, key=key, step=-1 if step is None else step)
+
+    def _log_outbox(self) -> None:
+        """The pictures an earlier run of this config could not log (its store was down)."""
+        for path in sorted(self._outbox.glob("*.npz")) if self._outbox and self._outbox.is_dir() else []:
+            with np.load(path) as kept:
+                step = int(kept["step"])
+                self._picture(str(kept["key"]), kept["image"], None if step < 0 else step)
+            path.unlink()
+
+    def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
+        """An MLflow dataset input: the Dataset column shows `name` and a digest of the images as
+        used (hashed on the worker: hashing releases the GIL)."""
+        self._worker.submit(self._dataset, name, x.detach().cpu().numpy(), source, context)
+
+    def _dataset(self, name: str, images: np.ndarray, source: str, context: str) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = hashlib.md5(np.ascontiguousarray(images).data).hexdigest()[:8]
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def log_model(self, model: Any, example: np.ndarray) -> None:
+        """Log a CPU copy of the model under a name of its run, its final test metrics linked to
+        it; not again for a resumed run that has it."""
+        if self.save_model and not (self._past is not None and self._past.has_model):
+            self._worker.submit(self._model, copy.deepcopy(model).cpu().eval(), example, keep=True)
+
+    def _model(self, model: Any, example: np.ndarray) -> None:
+        import mlflow.pytorch
+        import torch
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            logits = model(torch.from_numpy(example)).logits.numpy()
+        logged = self.client.create_logged_model(self.experiment_id, name=model_name(self.name or "model"),
+                                                 source_run_id=self.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            mlflow.pytorch.save_model(model, Path(tmp) / "model", signature=infer_signature(example, logits),
+                                      pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
+                                      serialization_format="pickle")  # a plain nn.Module back from load_model
+            self.client.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
+        for key, (value, step, stamp) in final.items():  # the same rows, linked to the model
+            self._log_batch({key: value}, step, stamp, {}, model_id=logged.model_id)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        self.client.set_tag(self.run_id, store.MODEL_TAG, logged.model_id)
+
+    def log_checkpoint(self, path: Path, epoch: int) -> None:
+        """Upload the checkpoint just written to `path` (last.pt, replaced atomically by the next
+        one: an upload reads the file it opened) so that any machine reaching the store can
+        resume the run. An upload still queued when a newer one comes is dropped."""
+        self._worker.submit(self._upload, path, epoch, keep=True, replaces="checkpoint")
+
+    def _upload(self, path: Path, epoch: int) -> None:
+        if path.is_file():
+            self.client.log_artifact(self.run_id, str(path), CHECKPOINT)
+            self.client.set_tag(self.run_id, "vaelab.checkpoint_epoch", str(epoch))
+
+    def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
+        """Download `run_id`'s checkpoint into `dest`; None if it has none."""
+        def fetch() -> Path | None:
+            if not any(f.path == f"{CHECKPOINT}/last.pt" for f in self.client.list_artifacts(run_id, CHECKPOINT)):
+                return None
+            dest.mkdir(parents=True, exist_ok=True)
+            return Path(self.client.download_artifacts(run_id, f"{CHECKPOINT}/last.pt", str(dest)))
+
+        return self._worker.call(fetch).result()
+
+    def describe(self) -> str:
+        link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
+        return (f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); "
+                f"{ui_hint(self.uri)}: {link}")
+
+
+def _context_tags(context: RunContext) -> dict[str, str]:
+    tags = {"overrides": " ".join(context.overrides) or "(none)", "mlflow.source.name": sys.argv[0]}
+    if context.job_num is not None:
+        tags["hydra.job.num"] = str(context.job_num)
+    if context.sweep_dir:
+        tags["hydra.sweep.dir"] = context.sweep_dir
+    return tags
+
+
+def _code_digest() -> str:
+    from vaelab.identity import code_digest
+
+    return code_digest()
