@@ -229,8 +229,11 @@ class Spool:
         with deferred():
             try:
                 save_checkpoint(state.state_dict(run_id=run_id(), identity=identity), self.path)
-            except OSError as err:
-                raise ResourceError(f"the checkpoint {self.path} could not be written ({err.strerror}); "
+            except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+                cause = err if isinstance(err, OSError) else err.__context__
+                if not isinstance(cause, OSError):
+                    raise
+                raise ResourceError(f"the checkpoint {self.path} could not be written ({cause.strerror}); "
                                     "free some space and run the same command again to resume") from None
             tracker.log_checkpoint(self.path, state.epoch)
 
@@ -366,17 +369,17 @@ class Probe:
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
                  probe: Probe, cfg: DictConfig, lap: Lap, logged: set[int]) -> None:
     """The epoch's pictures, then its metrics (step=epoch; not again for an epoch the store has
-    from before a resume) and a console line."""
+    from before a resume), then its console line."""
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
         log_epoch_images(tracker, model, probe, cfg, epoch, final=last)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
+    if epoch not in logged:  # queued before the line is printed: a run stopped after it has them
+        tracker.log_metrics(metrics, step=epoch)
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
           f"  beta {metrics['beta']:.3g}  {metrics['time/wall_s']:.1f}s", flush=True)
-    if epoch not in logged:
-        tracker.log_metrics(metrics, step=epoch)
 
 
 def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int,

@@ -5,6 +5,7 @@ An entry point like `__main__`: it imports the library, nothing in the library i
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -63,7 +64,10 @@ def main() -> None:
             print(f"vaelab.evaluate: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
+    try:
+        hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")(task)()
+    finally:
+        gc.freeze()  # as vaelab's own exit: the last collection would walk torch's and MLflow's objects
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
 """Pure plotting functions: tensors or arrays in, image arrays or matplotlib figures out. No I/O.
 
-Figures are drawn in the logging process (`vaelab.tracking.remote`), which gets their data as
-NumPy arrays and imports neither torch nor, in the training process, matplotlib: matplotlib is
-imported by the functions that draw, and torch only by `manifold_latents`, which makes a model's
-input.
+Figures are drawn on the tracker's background thread from NumPy arrays: matplotlib is imported
+by the functions that draw, and torch only by `manifold_latents`, which makes a model's input.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ if TYPE_CHECKING:
 SIDE = 28  # MNIST's images are 28 x 28: the default shape
 # PER_EPOCH_LAYOUT: the two figures drawn every epoch (latent scatter, manifold) have fixed margins,
 # those tight_layout chose for them; tight_layout lays every text out once more: 0.8x their CPU
-# without it (~310 -> ~250 ms each) in the logging process, which shares the CPU with training
-# (docs/performance.md).
+# without it (~310 -> ~250 ms each), taken from training's cores (docs/performance.md).
 
 
 def as_array(values: Any) -> np.ndarray:
@@ -100,12 +97,16 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def figure_to_array(figure: Figure) -> np.ndarray:
-    """Render a figure to an RGB uint8 array (H, W, 3), e.g. for a keyed image with a step."""
+    """Render a figure to a uint8 array, e.g. for a keyed image with a step: RGB (H, W, 3), or
+    grey (H, W) when every pixel is grey (the manifold), whose PNG takes a quarter of the time."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0].copy()
+    return rgb.copy()
 
 
 def pca_2d(z: np.ndarray) -> tuple[np.ndarray, float]:
@@ -139,7 +140,7 @@ def manifold_figure(images: torch.Tensor | np.ndarray, n: int = 15, shape: tuple
     mosaic = image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
     fig = new_figure(8, 8)
     ax = fig.add_subplot()
-    ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n))
+    ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n), interpolation="nearest")  # each pixel as decoded
     ticks = gaussian_quantiles(n).round(1) + 0.0  # + 0.0: the middle tick reads 0.0, not -0.0
     ax.set_xticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)
     ax.set_yticks(np.arange(n) + 0.5, [f"{t:.1f}" for t in ticks], fontsize=7)

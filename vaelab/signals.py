@@ -33,21 +33,28 @@ class Interrupted(KeyboardInterrupt):
 class _State:
     depth = 0  # nesting of deferred() sections
     pending: int | None = None  # a signal that arrived inside one
+    forward = False  # whether a signal goes to this process's children before it is raised here
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
     if _State.depth:
         _State.pending = signum
         return
+    if _State.forward:  # a parallel sweep's workers end their own runs first: joblib, once it sees
+        _State.forward = False  # the exception, kills whatever workers are left
+        forward_to_children(signum, wait_s=15.0)
     raise Interrupted(signum)
 
 
 @contextlib.contextmanager
-def handle_signals() -> Iterator[None]:
-    """Turn SIGINT/SIGTERM into `Interrupted` for the duration (main thread only; a no-op elsewhere)."""
+def handle_signals(forward: bool = False) -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into `Interrupted` for the duration (main thread only; a no-op
+    elsewhere); `forward`: first hand the signal on to this process's children and wait for them
+    (the command's own process, whose children are a parallel sweep's workers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _State.forward = forward
     previous = {s: signal.signal(s, _raise) for s in HANDLED}
     try:
         yield
@@ -79,8 +86,8 @@ def ignore_further() -> None:
 def forward_to_children(signum: int, wait_s: float = 4.0) -> None:
     """Send `signum` to this process's descendants (a parallel sweep's workers) and wait, up to
     `wait_s`, for them to end, so that each closes its own run before the sweep's parent closes."""
-    children = descendants(os.getpid())
-    for pid in children:
+    children = [pid for pid in descendants(os.getpid()) if not ignores(pid, signum)]  # not the resource
+    for pid in children:  # trackers of multiprocessing and joblib, which outlive their clients
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
     deadline = time.monotonic() + wait_s
@@ -104,6 +111,16 @@ def descendants(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return found
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether process `pid` ignores `signum` (its SigIgn mask in /proc; False where unknown)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0")
+    return bool(int(mask, 16) >> (signum - 1) & 1)
 
 
 def alive(pid: int) -> bool:

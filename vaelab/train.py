@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,11 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
+
+# Progress bars of one process take a thread lock: tqdm's default also makes a multiprocessing
+# semaphore in every process, which a parallel sweep's worker killed by joblib leaves behind
+# ("leaked semaphore objects" at the sweep's exit).
+tqdm.set_lock(threading.RLock())
 
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset, batches

@@ -213,7 +213,8 @@ class MlflowTracker(NullTracker):
         """Draw `draw(title=...)` on the worker, titled with the run's name and the epoch: with a
         step, a keyed image for the UI's slider; without one, or `final`, the figure
         `figures/<key>.png` too (one drawing for both)."""
-        self._worker.submit(self._plot, key, draw, step, final)
+        self._worker.submit(self._plot, key, draw, step, final,  # store or not, the picture is drawn and kept
+                            fallback=lambda: self._plot(key, draw, step, final))
 
     def _plot(self, key: str, draw: Callable[..., Any], step: int | None, final: bool) -> None:
         from vaelab.plots import figure_to_array

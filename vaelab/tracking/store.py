@@ -30,10 +30,17 @@ def opening(uri: str | None) -> Iterator[None]:
     second process doing the same at once ("duplicate column name", "no such index"): the others
     wait on `<store>.lock` until it is done. Other stores (a server, PostgreSQL) pass through."""
     path = sqlite_path(uri)
-    if path is None or fcntl is None or not path.parent.is_dir():
+    try:
+        lock = None if path is None or fcntl is None else open(path.with_name(path.name + ".lock"), "a")
+    except FileNotFoundError:  # a new home: its folder is made here, so that the lock can be taken
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError:  # a folder that cannot be written: opening the store says why
+        lock = None
+    if lock is None:
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
         yield
 

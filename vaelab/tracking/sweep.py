@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vaelab.tracking.base import PARENT_ENV, RunContext
-from vaelab.tracking.store import connect, use_experiment
+from vaelab.tracking.store import connect, route_library_logs, use_experiment
 from vaelab.tracking.summary import log_sweep_summary, sweep_link
 from vaelab.tracking.worker import short_error
 
@@ -55,7 +55,10 @@ class JobRecord:
         self.status, self.test_loss, self.run_id, self.error = status, test_loss, run_id, error
         if self.path is not None and self.path.parent.is_dir():
             body = {k: v for k, v in asdict(self).items() if k != "path"}
-            self.path.write_text(json.dumps(body, indent=1))
+            try:
+                self.path.write_text(json.dumps(body, indent=1))
+            except OSError as err:  # a full disk: the run's own error is the one to report
+                log.warning("the job record %s could not be written: %s", self.path, err.strerror)
 
     @classmethod
     def read_all(cls, sweep_dir: Path) -> list[JobRecord]:
@@ -72,11 +75,17 @@ class _Outcome:
     """What the console script needs after Hydra returns: whether any job of a sweep failed."""
 
     failed = False
+    swept = False
     active: list[SweepParentRun] = []
 
 
 def sweep_failed() -> bool:
     return _Outcome.failed
+
+
+def swept() -> bool:
+    """Whether this process ran a sweep."""
+    return _Outcome.swept
 
 
 def abort_sweeps() -> None:
@@ -105,12 +114,13 @@ class SweepParentRun(Callback):
 
         tolerate_failed_trials(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
-        _Outcome.failed = False
+        _Outcome.failed, _Outcome.swept = False, True
         _Outcome.active.append(self)
         atexit.register(self.close, "FAILED")
         tracker = instantiate(config.tracking) if config.get("tracking") else None
         if tracker is not None and tracker.enabled:
             self.store = (tracker.uri, tracker.experiment, tracker.artifact_location, tracker.ui_url)
+            route_library_logs(self.sweep_dir / "tracking.log")
             self.parent_id = self._open_parent(config)
             os.environ[PARENT_ENV] = self.parent_id
             log.info("MLflow parent run of this sweep: %s", self.parent_id)
