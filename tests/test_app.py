@@ -8,7 +8,6 @@ from mlflow import MlflowClient
 from vaelab import app
 from vaelab.data import load_mnist, raw_dir
 from vaelab.errors import ConfigError
-from vaelab.tracking.store import model_uri
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +53,7 @@ def test_a_tracked_run_logs_params_metrics_images_and_the_model(tracked_cfg, mni
     linked = {m.key: m.value for m in logged.metrics}
     assert linked["test/loss"] == pytest.approx(loss) and "test/kl_z1" in linked
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test/loss")] == [1, 2]  # not doubled
-    model = mlflow.pytorch.load_model(model_uri(MlflowClient().get_run(run.info.run_id)))
+    model = mlflow.pytorch.load_model(f"models:/{output.model_id}")
     out = model(torch.rand(3, 784))
     assert out.logits.shape == (3, 784) and out.mu.shape == (3, 2)
 

@@ -5,9 +5,8 @@ from types import SimpleNamespace
 import torch
 
 from vaelab.plots import figure_to_array, latent_scatter, manifold_figure, objective_per_config, rate_distortion
-from vaelab.tracking.links import DEFAULT_UI, run_link, ui_base
-from vaelab.tracking.presentation import model_name, run_note, sweep_job_name
-from vaelab.tracking.summary import shared_params, short_keys, sweep_name, sweep_table, swept_keys
+from vaelab.sweeps import shared_params, short_keys, sweep_job_name, sweep_name, sweep_table, swept_keys
+from vaelab.tracking.presentation import DEFAULT_UI, model_name, run_link, run_note, ui_base
 
 
 def child(job, overrides, metrics, params=None, status="FINISHED"):

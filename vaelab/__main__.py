@@ -38,7 +38,7 @@ def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
     from vaelab.config import validate
-    from vaelab.tracking.sweep import JobRecord
+    from vaelab.sweeps import JobRecord
 
     context = hydra_context()
     record = JobRecord.start(context)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,13 +26,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ResourceError, TrackingError
+from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import store
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
-from vaelab.tracking.links import run_link, ui_base
-from vaelab.tracking.presentation import FIGURES, model_name, run_note, sweep_job_name, ui_hint
-from vaelab.tracking.worker import Worker, detail, is_busy, log, short_error
+from vaelab.tracking.presentation import FIGURES, job_tags, model_name, run_link, run_note, ui_base, ui_hint
+from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
-CHECKPOINT = "checkpoints"  # the artifact folder of a run's latest checkpoint, last.pt
+CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
 
 
 class MlflowTracker(NullTracker):
@@ -49,10 +47,10 @@ class MlflowTracker(NullTracker):
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s
+        self.client: Any = None  # made on the worker by `connect`
         self.run_id: str | None = None
         self.name: str | None = None
         self.experiment_id: str | None = None
-        self.client: Any = None
         self._worker = Worker(patience_s)
         self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
         self._past: PastRun | None = None
@@ -72,40 +70,29 @@ class MlflowTracker(NullTracker):
     def connect(self, identity: str, log_dir: Path | None = None) -> Future:
         if log_dir is not None:
             store.route_library_logs(log_dir / "tracking.log")
-        return self._worker.call(self._before_training, self._lookup, identity)
+        return self._worker.call(self._usable, self._lookup, identity)
+
+    def _usable(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return until_usable(self.uri, self.connect_timeout_s, self.patience_s, fn, *args)
 
     def _lookup(self, identity: str) -> PastRun | None:
         self.client = self.client or store.connect(self.uri)
         self.experiment_id = store.use_experiment(self.client, self.experiment, self.artifact_location)
         return store.find_run(self.client, self.experiment_id, identity)
 
-    def _before_training(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn` until it succeeds: a store that is unreachable or refuses writes for
-        `connect_timeout_s` is an error (nothing has trained yet); a busy one gets `patience_s`."""
-        started = time.monotonic()
-        while True:
-            try:
-                return fn(*args)
-            except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
-                detail.warning("the store is not usable yet", exc_info=err)
-                if time.monotonic() - started > (self.patience_s if is_busy(err) else self.connect_timeout_s):
-                    raise TrackingError(f"the tracking store {self.uri} cannot be reached or written: "
-                                        f"{short_error(err)}; check tracking.uri") from None
-                time.sleep(0.5)
-
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
               resume: PastRun | None = None, outbox: Path | None = None) -> Iterator[MlflowTracker]:
         """Open the run (a new one, or `resume`'s, reopened) before yielding; end it as the block
         ends: FINISHED once everything queued is stored, KILLED on a signal, else FAILED."""
+        from vaelab.signals import deferred
+
         context = context or RunContext()
         self._past, self._outbox = resume, outbox
         self._command = " ".join(["vaelab", *context.overrides])
         try:
-            from vaelab.signals import deferred
-
             with deferred():  # a signal while the run is created ends it KILLED, not RUNNING forever
-                self.run_id = self._worker.call(self._before_training, self._open, cfg, context, identity).result()
+                self.run_id = self._worker.call(self._usable, self._open, cfg, context, identity).result()
             self._worker.submit(self._describe_job, cfg, context, keep=True)
             self._worker.submit(self._log_outbox)
             yield self
@@ -118,17 +105,14 @@ class MlflowTracker(NullTracker):
             raise
 
     def _open(self, cfg: DictConfig, context: RunContext, identity: str) -> str:
-        from mlflow.tracking.context.registry import resolve_tags
-
         from mlflow.entities import RunTag
 
-        tags = resolve_tags(_context_tags(context) | {
-            store.IDENTITY_TAG: identity, "vaelab.host": socket.gethostname(), "vaelab.pid": str(os.getpid()),
-            "vaelab.code": _code_digest()})
+        tags = job_tags(context) | {store.IDENTITY_TAG: identity, "vaelab.host": socket.gethostname(),
+                                         "vaelab.pid": str(os.getpid()), "vaelab.code": _code_digest()}
         if self._past is not None:  # the same run continues: same id, metrics go on at later steps
             self.client.update_run(self._past.run_id, status="RUNNING")
-            tags |= {"vaelab.resumed": "true"}
-            self.client.log_batch(self._past.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            tags["vaelab.resumed"] = "true"
+            self.client.log_batch(self._past.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             self.name = self._past.name
             return self._past.run_id
         self.name = run_name(cfg)
@@ -140,14 +124,12 @@ class MlflowTracker(NullTracker):
         return self.client.create_run(self.experiment_id, run_name=self.name, tags=tags).info.run_id
 
     def _describe_job(self, cfg: DictConfig, context: RunContext) -> None:
-        """The config as params (a new run's; params are write-once) and Hydra's job folder."""
-        from mlflow.entities import Param
-
+        """The config as params (a new run's: params are write-once) and Hydra's job folder."""
         if self._past is None:
-            params = [Param(k, "null" if v is None else str(v)[:6000])
-                      for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(self.run_id, params=params[start:start + 100])
+            params = flatten(OmegaConf.to_container(cfg, resolve=True))
+            keys = list(params)
+            for start in range(0, len(keys), 100):  # MLflow takes 100 params a batch
+                self._log_batch({}, None, 0, {k: params[k] for k in keys[start:start + 100]})
         if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
             self.client.log_artifacts(self.run_id, str(context.output_dir / ".hydra"), "hydra")
 
@@ -204,7 +186,7 @@ class MlflowTracker(NullTracker):
 
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step or 0, model_id=model_id)
                                                     for k, v in metrics.items()],
-                              params=[Param(k, str(v)) for k, v in params.items()])
+                              params=[Param(k, "null" if v is None else str(v)[:6000]) for k, v in params.items()])
 
     def log_image(self, key: str, image: np.ndarray, step: int | None = None) -> None:
         self._worker.submit(self._picture, key, image, step, fallback=lambda: self._keep(key, image, step))
@@ -212,9 +194,8 @@ class MlflowTracker(NullTracker):
     def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None:
         """Draw `draw(title=...)` on the worker, titled with the run's name and the epoch: with a
         step, a keyed image for the UI's slider; without one, or `final`, the figure
-        `figures/<key>.png` too (one drawing for both)."""
-        self._worker.submit(self._plot, key, draw, step, final,  # store or not, the picture is drawn and kept
-                            fallback=lambda: self._plot(key, draw, step, final))
+        `figures/<key>.png` too (one drawing for both). Drawn even once the store is given up on."""
+        self._worker.submit(self._plot, key, draw, step, final, fallback=lambda: self._plot(key, draw, step, final))
 
     def _plot(self, key: str, draw: Callable[..., Any], step: int | None, final: bool) -> None:
         from vaelab.plots import figure_to_array
@@ -245,21 +226,14 @@ class MlflowTracker(NullTracker):
         """The pictures an earlier run of this config could not log (its store was down)."""
         for path in sorted(self._outbox.glob("*.npz")) if self._outbox and self._outbox.is_dir() else []:
             with np.load(path) as kept:
-                step = int(kept["step"])
-                self._picture(str(kept["key"]), kept["image"], None if step < 0 else step)
+                self._picture(str(kept["key"]), kept["image"], None if kept["step"] < 0 else int(kept["step"]))
             path.unlink()
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images as
         used (hashed on the worker: hashing releases the GIL)."""
-        self._worker.submit(self._dataset, name, x.detach().cpu().numpy(), source, context)
-
-    def _dataset(self, name: str, images: np.ndarray, source: str, context: str) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        digest = hashlib.md5(np.ascontiguousarray(images).data).hexdigest()[:8]
-        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        images = x.detach().cpu().numpy()
+        self._worker.submit(lambda: store.log_dataset(self.client, self.run_id, name, images, source, context))
 
     def log_model(self, model: Any, example: np.ndarray) -> None:
         """Log a CPU copy of the model under a name of its run, its final test metrics linked to
@@ -274,18 +248,18 @@ class MlflowTracker(NullTracker):
         from mlflow.models import infer_signature
 
         with torch.no_grad():
-            logits = model(torch.from_numpy(example)).logits.numpy()
+            signature = infer_signature(example, model(torch.from_numpy(example)).logits.numpy())
         logged = self.client.create_logged_model(self.experiment_id, name=model_name(self.name or "model"),
                                                  source_run_id=self.run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.pytorch.save_model(model, Path(tmp) / "model", signature=infer_signature(example, logits),
+            mlflow.pytorch.save_model(model, Path(tmp) / "model", signature=signature,
                                       pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
                                       serialization_format="pickle")  # a plain nn.Module back from load_model
             self.client.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
         self.client.finalize_logged_model(logged.model_id, "READY")
-        final = {k: v for k, v in self._latest.items() if k.startswith("test/")}
-        for key, (value, step, stamp) in final.items():  # the same rows, linked to the model
-            self._log_batch({key: value}, step, stamp, {}, model_id=logged.model_id)
+        for key, (value, step, stamp) in self._latest.items():  # the final rows, linked to the model
+            if key.startswith("test/"):
+                self._log_batch({key: value}, step, stamp, {}, model_id=logged.model_id)
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.client.set_tag(self.run_id, store.MODEL_TAG, logged.model_id)
 
@@ -297,32 +271,17 @@ class MlflowTracker(NullTracker):
 
     def _upload(self, path: Path, epoch: int) -> None:
         if path.is_file():
-            self.client.log_artifact(self.run_id, str(path), CHECKPOINT)
+            self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
             self.client.set_tag(self.run_id, "vaelab.checkpoint_epoch", str(epoch))
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
         """Download `run_id`'s checkpoint into `dest`; None if it has none."""
-        def fetch() -> Path | None:
-            if not any(f.path == f"{CHECKPOINT}/last.pt" for f in self.client.list_artifacts(run_id, CHECKPOINT)):
-                return None
-            dest.mkdir(parents=True, exist_ok=True)
-            return Path(self.client.download_artifacts(run_id, f"{CHECKPOINT}/last.pt", str(dest)))
-
-        return self._worker.call(fetch).result()
+        return self._worker.call(lambda: store.fetch_artifact(self.client, run_id, CHECKPOINT, dest)).result()
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
         return (f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); "
                 f"{ui_hint(self.uri)}: {link}")
-
-
-def _context_tags(context: RunContext) -> dict[str, str]:
-    tags = {"overrides": " ".join(context.overrides) or "(none)", "mlflow.source.name": sys.argv[0]}
-    if context.job_num is not None:
-        tags["hydra.job.num"] = str(context.job_num)
-    if context.sweep_dir:
-        tags["hydra.sweep.dir"] = context.sweep_dir
-    return tags
 
 
 def _code_digest() -> str:

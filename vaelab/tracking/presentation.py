@@ -1,10 +1,37 @@
-"""How a run presents itself in the MLflow UI: where its one-off figures go, its name within a
-sweep, its description and the name of its logged model."""
+"""How a run presents itself in the MLflow UI: its address there (printed at the end of a run and
+of a sweep), its tags, where its one-off figures go, its description and the name of its logged
+model."""
 
 from __future__ import annotations
 
+import getpass
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vaelab.tracking.base import RunContext
+
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000  # where `vaelab ui` and `make ui` listen by default
+DEFAULT_UI = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+
+
+def ui_base(uri: str | None, configured: str | None = None) -> str:
+    """The UI's address: `tracking.ui_url` if set; a tracking server is its own UI; else the
+    address `vaelab ui` serves a local store on."""
+    if configured:
+        return configured.rstrip("/")
+    if uri and uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return DEFAULT_UI
+
+
+def run_link(base: str, experiment_id: str | None, run_id: str | None) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 FIGURES = "figures"  # one-off figures; images/ belongs to MLflow's keyed images
@@ -22,17 +49,6 @@ def model_name(run_name: str) -> str:
     return "vae-" + re.sub(r"[/:.%\"' ]+", "_", run_name).strip("_")
 
 
-def sweep_job_name(sweep_overrides: str, job_overrides: list[str]) -> str | None:
-    """A sweep job's name: the values of the keys the sweep varies, e.g. `latent_dim=2 beta=4`."""
-    from vaelab.tracking.summary import short_keys, swept_keys
-
-    swept = swept_keys(sweep_overrides.split())
-    values = dict(o.split("=", 1) for o in job_overrides if "=" in o)
-    short = short_keys(swept)
-    parts = [f"{short[k]}={values[k]}" for k in swept if k in values]
-    return " ".join(parts) or None
-
-
 def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status: str, error: str | None) -> str:
     """The run's description (markdown): how to run it again and its final results."""
     lines = ["**Command**", "", "```", command, "```", ""]
@@ -46,3 +62,21 @@ def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status:
 
 
 NOTE_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
+
+
+def job_tags(context: RunContext) -> dict[str, str]:
+    """The job's Hydra context and MLflow's own columns: user, source (the command), its commit."""
+    tags = {"overrides": " ".join(context.overrides) or "(none)", "mlflow.user": getpass.getuser(),
+            "mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL"}
+    try:
+        git = subprocess.run(["git", "-C", str(Path(sys.argv[0]).resolve().parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if git.returncode == 0:
+            tags["mlflow.source.git.commit"] = git.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if context.job_num is not None:
+        tags["hydra.job.num"] = str(context.job_num)
+    if context.sweep_dir:
+        tags["hydra.sweep.dir"] = context.sweep_dir
+    return tags

@@ -4,11 +4,15 @@ experiments, looking runs up and reading them back, and where MLflow's own log r
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vaelab.tracking.base import PastRun
 
@@ -98,6 +102,23 @@ def find_run(client: Any, experiment_id: str, identity: str) -> PastRun | None:
         metric_keys=set(run.data.metrics), has_model=MODEL_TAG in tags)
 
 
+def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, context: str) -> None:
+    """A dataset input of the run: `name`, the folder it came from, a digest of the images as used."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = hashlib.md5(np.ascontiguousarray(images).data).hexdigest()[:8]  # releases the GIL
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def fetch_artifact(client: Any, run_id: str, path: str, dest: Path) -> Path | None:
+    """Download the run's artifact `path` into `dest`; None if the run has none there."""
+    if not any(f.path == path for f in client.list_artifacts(run_id, str(Path(path).parent))):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dest)))
+
+
 class _Records:
     handler: logging.Handler | None = None
 
@@ -131,13 +152,6 @@ def log_to_run(uri: str, run_id: str, metrics: Mapping[str, float], params: Mapp
             client.log_param(run_id, key, value)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
-
-
-def model_uri(run: Any) -> str:
-    """Where a run's logged model is: its last model output (models are named after their run),
-    else `runs:/<id>/model` as runs logged before models had names."""
-    outputs = run.outputs.model_outputs if run.outputs else []
-    return f"models:/{outputs[-1].model_id}" if outputs else f"runs:/{run.info.run_id}/model"
 
 
 def load_run(uri: str, run_id: str) -> tuple[Any, dict[str, str]]:

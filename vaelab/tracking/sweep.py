@@ -1,10 +1,11 @@
-"""The sweep parent: a Hydra callback grouping the jobs of a `--multirun` under one MLflow run.
+"""The sweep parent: a Hydra callback grouping the jobs of a `--multirun` under one MLflow run,
+and what that parent shows (`log_sweep_summary`: name, params, best metrics, the children's CSV
+and figures).
 
-Every job leaves a record (`vaelab_job.json`) in its output folder, whatever launcher ran it
-(in-process, joblib workers, SLURM nodes sharing the folder). When the sweep ends the callback
-reads them all, prints a table of every job, and closes the parent FAILED if any job failed
-(FINISHED otherwise); the command's exit code follows. A sweep stopped by a signal closes its
-parent KILLED. Re-running the same sweep reuses its parent, and each job skips or resumes.
+When the sweep ends the callback reads every job's record (`vaelab.sweeps`), prints the table of
+jobs, and closes the parent FAILED if any job failed (FINISHED otherwise); the command's exit
+code follows. A sweep stopped by a signal closes its parent KILLED. Re-running the same sweep
+reuses its parent, and each job skips or resumes.
 """
 
 from __future__ import annotations
@@ -15,60 +16,26 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vaelab.tracking.base import PARENT_ENV, RunContext
+from vaelab.sweeps import (
+    FAILED_STATUSES, JobRecord, best_child, job_table, shared_params, sweep_name, sweep_table, swept_keys,
+    tolerate_failed_trials,
+)
+from vaelab.tracking.base import PARENT_ENV
 from vaelab.tracking.store import connect, route_library_logs, use_experiment
-from vaelab.tracking.summary import log_sweep_summary, sweep_link
+from vaelab.tracking.presentation import run_link, ui_base
 from vaelab.tracking.worker import short_error
 
 log = logging.getLogger(__name__)
 SWEEP_IDENTITY_TAG = "vaelab.sweep_identity"
-RECORD = "vaelab_job.json"
-FAILED_STATUSES = ("FAILED", "KILLED")
-
-
-@dataclass
-class JobRecord:
-    """How one job of a sweep ended, written into the job's own output folder."""
-
-    path: Path | None
-    job: int | None = None
-    overrides: list[str] = field(default_factory=list)
-    status: str = "RUNNING"
-    test_loss: float | None = None
-    run_id: str | None = None
-    error: str | None = None
-
-    @classmethod
-    def start(cls, context: RunContext) -> JobRecord:
-        path = context.output_dir / RECORD if context.output_dir is not None else None
-        return cls(path, context.job_num, list(context.overrides))
-
-    def save(self, status: str, *, test_loss: float | None = None, run_id: str | None = None,
-             error: str | None = None) -> None:
-        self.status, self.test_loss, self.run_id, self.error = status, test_loss, run_id, error
-        if self.path is not None and self.path.parent.is_dir():
-            body = {k: v for k, v in asdict(self).items() if k != "path"}
-            try:
-                self.path.write_text(json.dumps(body, indent=1))
-            except OSError as err:  # a full disk: the run's own error is the one to report
-                log.warning("the job record %s could not be written: %s", self.path, err.strerror)
-
-    @classmethod
-    def read_all(cls, sweep_dir: Path) -> list[JobRecord]:
-        records = []
-        for path in sweep_dir.rglob(RECORD):
-            try:
-                records.append(cls(path, **json.loads(path.read_text())))
-            except (OSError, ValueError, TypeError):
-                continue
-        return sorted(records, key=lambda r: (r.job is None, r.job or 0))
+BEST_METRICS = ("test/loss", "test/recon", "test/kl")
+BEST_TAG = "vaelab.best_run_id"
 
 
 class _Outcome:
@@ -177,35 +144,52 @@ class SweepParentRun(Callback):
             client.set_terminated(parent_id, status=status)
 
 
-def tolerate_failed_trials(config: DictConfig) -> None:
-    """Optuna ends a study at its first failed trial unless `max_failure_rate` allows failures;
-    in a search, diverging trials are normal, so vaelab allows them all unless the user set it.
-    (The sweeper is built from this very config right after `on_multirun_start`.)"""
-    from omegaconf import open_dict, read_write
-
-    sweeper = config.hydra.sweeper
-    user_set = any("max_failure_rate" in o for o in config.hydra.overrides.hydra)
-    if "max_failure_rate" in sweeper and not user_set:
-        with read_write(sweeper), open_dict(sweeper):
-            sweeper.max_failure_rate = 1.0
+def sweep_children(client: Any, parent_id: str) -> list[Any]:
+    """The runs nested under a sweep's parent, by Hydra job number."""
+    exp_id = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
 
 
-def job_table(records: list[JobRecord], parent_id: str | None) -> str:
-    """The console's end-of-sweep table: every job, its status, final test loss and the overrides
-    that differ between jobs (those all jobs share are listed once, above)."""
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    head = f"sweep of {len(records)} jobs: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
-    if parent_id:
-        head += f" (MLflow parent run {parent_id})"
-    shared = set.intersection(*(set(r.overrides) for r in records)) if len(records) > 1 else set()
-    lines = [head] + ([f"  shared: {' '.join(o for o in records[0].overrides if o in shared)}"] if shared else [])
-    lines.append(f"{'job':>4}  {'status':<9} {'test loss':>9}  overrides")
-    for r in records:
-        loss = f"{r.test_loss:.2f}" if r.test_loss is not None else "-"
-        varied = " ".join(o for o in r.overrides if o not in shared) or "(none)"
-        lines.append(f"{r.job if r.job is not None else '-':>4}  {r.status:<9} {loss:>9}  {varied}")
-        if r.error and r.status in FAILED_STATUSES:
-            lines.append(f"{'':>4}  {r.error.splitlines()[0][:160]}")
-    return "\n".join(lines)
+def log_sweep_summary(client: Any, parent_id: str) -> None:
+    """Name, params, best metrics, the children's CSV and the figures of a sweep's parent run."""
+    from mlflow.entities import Metric, Param
+
+    parent = client.get_run(parent_id)
+    keys = swept_keys(parent.data.tags.get("overrides", "").split())
+    children = sweep_children(client, parent_id)
+    client.update_run(parent_id, name=sweep_name(keys, len(children)))
+    new = {k: v for k, v in shared_params(children, keys).items() if k not in parent.data.params}
+    items = [Param(k, str(v)[:6000]) for k, v in new.items()]
+    for start in range(0, len(items), 100):  # params are write-once: a re-run adds only new ones
+        client.log_batch(parent_id, params=items[start : start + 100])
+    best = best_child(children)
+    if best is not None:
+        now = int(time.time() * 1000)
+        client.log_batch(parent_id, metrics=[Metric(f"best/{m}", best.data.metrics[m], now, 0)
+                                             for m in BEST_METRICS if m in best.data.metrics])
+        client.set_tag(parent_id, BEST_TAG, best.info.run_id)
+        client.set_tag(parent_id, "vaelab.best_run_name", best.info.run_name)
+    client.log_text(parent_id, sweep_table(children, keys), "sweep_summary.csv")
+    log_sweep_figures(client, parent_id, children, sweep_name(keys, len(children)))
+
+
+def log_sweep_figures(client: Any, parent_id: str, children: list[Any], title: str) -> None:
+    """Rate-distortion (labelled points) and test loss per configuration, with two or more results."""
+    done = [c for c in children if {"test/kl", "test/recon", "test/loss"} <= c.data.metrics.keys()]
+    if len(done) < 2:
+        return
+    from vaelab.plots import objective_per_config, rate_distortion
+
+    labels = [c.info.run_name for c in done]
+    client.log_figure(parent_id, rate_distortion([c.data.metrics["test/kl"] for c in done],
+                                                 [c.data.metrics["test/recon"] for c in done], labels, title),
+                      "figures/rate_distortion.png")
+    client.log_figure(parent_id, objective_per_config([c.data.metrics["test/loss"] for c in done], labels, title),
+                      "figures/test_loss_per_config.png")
+
+
+def sweep_link(client: Any, parent_id: str, uri: str, ui_url: str | None = None) -> str:
+    """The parent run's address in the UI that serves the store `uri` (`tracking.ui_url` if given)."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return run_link(ui_base(uri, ui_url), experiment_id, parent_id)

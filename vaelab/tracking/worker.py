@@ -40,6 +40,23 @@ def is_busy(err: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn` until it succeeds, before anything trains: a store unreachable or refusing writes for
+    `connect_timeout_s` is an error; a busy one gets `patience_s`."""
+    from vaelab.errors import TrackingError
+
+    started = time.monotonic()
+    while True:
+        try:
+            return fn(*args)
+        except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
+            detail.warning("the store is not usable yet", exc_info=err)
+            if time.monotonic() - started > (patience_s if is_busy(err) else connect_timeout_s):
+                raise TrackingError(f"the tracking store {uri} cannot be reached or written: "
+                                    f"{short_error(err)}; check tracking.uri") from None
+            time.sleep(0.5)
+
+
 class Worker:
     """One thread running submitted calls in order, each retried for up to `patience_s`."""
 
