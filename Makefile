@@ -8,7 +8,7 @@ PORT   ?= 5000
 SERVER_PORT ?= 5001
 ARGS   ?=
 
-.PHONY: install train test test-fast ui server bench bench-peers clean
+.PHONY: install train test test-fast ui server bench bench-tracking bench-peers clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ server: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_train.py $(ARGS)
+
+# What tracking costs: the real command tracked against tracking=none, side by side (fixed and per epoch).
+bench-tracking: $(STAMP)
+	$(PY) benchmarks/bench_tracking.py $(ARGS)
 
 # experiment=keras_seed against the seed's own Keras model (Keras 3 on the same torch). Keras is
 # not a vaelab dependency: it goes into .peers/, next to vaelab's packages, not into them.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def main() -> None:
           f"none {statistics.median(walls['none']):6.1f} s")
     print(f"  fixed cost          {statistics.median(fixed):+6.2f} s   (budget <= 1.5 s)")
     print(f"  per-epoch cost      {statistics.median(per_epoch):+6.1%}   (budget <= 10 %)")
+    shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ With `--threads 1` every time is the CPU time of the one thread doing the work (
 which a busy shared machine barely moves; otherwise wall time. `--startup-runs N` also runs the real
 command N times (3 short epochs, MLflow into a temporary store) and prints command -> first step and
 epoch 1 against the later epochs, from the app's own output, and the seconds from its last line
-to its exit (and to its logging process's).
+to its exit (and to the end of its output).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def preset_config(preset: str) -> DictConfig:
 
 def timed_command(cmd: list[str], env: dict[str, str]) -> tuple[int, str, dict[str, float]]:
     """Run `cmd`; its exit status, output, and seconds from its start to its last output line, to
-    its own exit, and to the end of its output (its logging process, which shares it, exits last)."""
+    its own exit, and to the end of its output (a child process that shares it may outlive it)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     exited: list[float] = []
@@ -193,7 +193,7 @@ def startup_figures(runs: int, threads: int | None) -> None:
     print(f"\nvaelab trainer.epochs=3 (default model, MLflow on), wall time, median of {runs}:"
           f" command -> first step {statistics.median(startups):.2f} s;"
           f" epoch 1 {first:.1f} s vs later epochs {later:.1f} s ({first / later - 1:+.0%});"
-          f" last line -> exit {statistics.median(tails):.2f} s, then the logging process"
+          f" last line -> exit {statistics.median(tails):.2f} s, then its output closed after"
           f" {statistics.median(closes):.2f} s")
 
 
