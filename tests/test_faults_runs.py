@@ -110,7 +110,10 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:  # a container without the right to mount
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()[:200]}")
     try:
         yield disk
     finally:
