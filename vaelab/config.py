@@ -193,7 +193,7 @@ class TrainerConfig:
     seed: int = key(0, "seed of initialisation, shuffling and sampling")
     device: str = key("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
     precision: str = key("fp32", "fp32 | bf16 (autocast of the forward pass; losses stay float32)")
-    progress: bool = key(True, "show a progress bar per epoch")
+    progress: bool = key(True, "show a progress bar per epoch (on a terminal only)")
     progress_every: int = key(50, "steps between refreshes of the running loss on the bar")
     images_every: int = key(1, "epochs between the per-epoch pictures in MLflow (0: only the last epoch)")
     iw_samples: int = key(0, "k of the importance-weighted bound on log p(x) at the end (0: skip)")

@@ -91,6 +91,6 @@ def iw_nll(
     """Mean importance-weighted negative log-likelihood over `x`, nats per image."""
     total = 0.0
     starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=f"IW bound, k={k}", disable=not progress, leave=False):
+    for start in tqdm(starts, desc=f"IW bound, k={k}", disable=None if progress else True, leave=False):
         total -= iw_log_likelihood(model, x[start : start + batch_size], k, chunk).sum().item()
     return total / len(x)

@@ -118,7 +118,7 @@ def fit(
     steps = math.ceil(len(data.train) / batch_size)
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
-        with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False) as bar:
+        with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=None if progress else True, leave=False) as bar:
             train = train_epoch(
                 model, optimizer, data, batch_size, objective, generator, bar, progress_every, autocast,
                 first_step=(epoch - 1) * steps + 1,
