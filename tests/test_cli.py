@@ -162,3 +162,28 @@ def test_progress_bars_go_to_a_terminal_only(tmp_path, mnist_root):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "epoch   2/2" in out.stdout
     assert "\r" not in out.stderr and "it/s" not in out.stderr, out.stderr[-500:]
+
+
+def test_a_value_of_the_wrong_type_names_the_key_the_value_and_the_type(tmp_path):
+    out = vaelab("model.latent_dim=abc", cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "model.latent_dim=abc" in out.stderr and "'abc'" in out.stderr and "Integer" in out.stderr
+
+
+def test_an_unknown_option_lists_every_option_of_its_group(tmp_path):
+    """The list was cut at five lines (three options of four), and the OSError catch for a full
+    disk must not swallow it (Hydra's missing-config error is an IOError)."""
+    out = vaelab("model=foo", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Could not find 'model/foo'" in out.stderr and "space" not in out.stderr
+    options = {p.stem for p in (REPO / "conf" / "model").glob("*.yaml")}
+    assert options <= {line.strip() for line in out.stderr.splitlines()}, out.stderr
+    assert "search path" not in out.stderr
+
+
+def test_evaluate_without_a_run_is_one_line_and_writes_nothing_where_it_is_started(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vaelab.evaluate"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "VAELAB_HOME": str(tmp_path / "home")})
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "vaelab.evaluate: error: which run? python -m vaelab.evaluate run_id=<run id> [k=5000]"], out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # its folders live in vaelab's home

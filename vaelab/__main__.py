@@ -156,12 +156,11 @@ def command() -> None:
     except VaelabError as err:
         print(f"vaelab: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except OSError as err:  # vaelab's home or Hydra's output folder: full, read-only
-        print(f"vaelab: error: {err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "
-              "and run the same command again", file=sys.stderr)
-        sys.exit(2)
     except Exception as err:
-        message = config_error(err)
+        message = config_error(err)  # first: Hydra's missing-config error is an OSError too
+        if message is None and isinstance(err, OSError) and err.strerror:  # vaelab's home or Hydra's
+            message = (f"{err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "  # folder:
+                       "and run the same command again")  # full, read-only
         if message is None:
             raise
         print(f"vaelab: error: {message}", file=sys.stderr)
@@ -207,6 +206,13 @@ def config_error(err: BaseException) -> str | None:
     for e in chain:
         if isinstance(e, (HydraException, OmegaConfBaseException)):
             lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            if "Available options" in str(e):  # every option of the group, not Hydra's search path
+                return "\n".join(lines[:next((i for i, x in enumerate(lines) if x.startswith("Config search")),
+                                              len(lines))])
+            reason = next((c for c in chain[chain.index(e) + 1:] if isinstance(c, OmegaConfBaseException)), None)
+            if reason is not None:  # "Error merging override k=v" says which; its cause says why
+                lines = lines[:1] + [line.strip() for line in str(reason).splitlines()[:1]]
+                return ": ".join(lines)
             return "\n".join(lines[:5])
     return None
 

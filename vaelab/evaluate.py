@@ -58,6 +58,12 @@ def main() -> None:
     register_configs()
 
     def task(cfg: DictConfig) -> float:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_missing(cfg, "run_id"):
+            print("vaelab.evaluate: error: which run? python -m vaelab.evaluate run_id=<run id> [k=5000]",
+                  file=sys.stderr)
+            sys.exit(2)
         try:
             return evaluate_run(cfg)
         except VaelabError as err:
