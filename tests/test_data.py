@@ -192,3 +192,46 @@ def test_the_mnist_config_verifies_the_official_md5_sums():
     from vaelab.paths import config_dir
 
     assert dict(OmegaConf.load(Path(config_dir()) / "data" / "mnist.yaml").md5) == MNIST_MD5
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x00\x00\x08", "shorter than an IDX header"),
+    (b"\x00\x00\x08\x03\x00\x00\x00\x05", "shorter than an IDX header"),
+    (b"\x00\x00\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "16 bytes, the header says 79,228,162,"),
+], ids=["shorter-than-magic", "shorter-than-image-header", "lying-header"])
+def test_short_or_lying_idx_headers_are_one_line(tmp_path, content, message):
+    (tmp_path / "f").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_idx(tmp_path / "f")
+
+
+def test_bad_npz_content_is_a_clear_error(tmp_path):
+    """NaN pixels passed the range check (a comparison with NaN is false) and failed the run
+    after epoch 1; an empty split and a file that is not an .npz were tracebacks."""
+    from vaelab.data import NpzFile
+
+    cpu = torch.device("cpu")
+    x = np.random.default_rng(0).random((10, 1, 28, 28)).astype(np.float32)
+    nan = x.copy()
+    nan[3, 0, 5, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=nan, x_test=x)
+    with pytest.raises(DataError, match="1 pixel values are not finite"):
+        NpzFile(path=str(tmp_path / "nan.npz"), scale=1.0).load(cpu)
+    np.savez(tmp_path / "empty.npz", x_train=x[:0], x_test=x)
+    with pytest.raises(DataError, match="x_train has no images"):
+        NpzFile(path=str(tmp_path / "empty.npz"), scale=1.0).load(cpu)
+    (tmp_path / "text.npz").write_text("not a zip file")
+    with pytest.raises(DataError, match="is not an .npz file"):
+        NpzFile(path=str(tmp_path / "text.npz")).load(cpu)
+    np.save(tmp_path / "one.npy", x)
+    with pytest.raises(DataError, match="one array"):
+        NpzFile(path=str(tmp_path / "one.npy")).load(cpu)
+
+
+def test_a_limit_above_the_data_says_what_is_used(tmp_path, capsys):
+    from vaelab.data import IdxFiles
+
+    write_fake_mnist(tmp_path, n_train=30, n_test=10)
+    data = IdxFiles(path=str(raw_dir(tmp_path)), limit=10_000_000).load(torch.device("cpu"))
+    assert len(data.train) == 30
+    assert "has 30 images, fewer than the limit 10,000,000: using all 30" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def read_idx(path: Path) -> torch.Tensor:
 def read_idx_shaped(path: Path) -> tuple[torch.Tensor, tuple[int, ...]]:
     """The tensor of `read_idx` and the shape of one item: (1, rows, cols) for images, () for labels."""
     data = Path(path).read_bytes()
+    if len(data) < 8 or (data[:4] == struct.pack(">I", IMAGES_MAGIC) and len(data) < 16):
+        raise DataError(f"{path} is shorter than an IDX header ({len(data)} bytes)")
     magic, count = struct.unpack(">II", data[:8])
     if magic == IMAGES_MAGIC:
         rows, cols = struct.unpack(">II", data[8:16])
@@ -40,7 +43,8 @@ def read_idx_shaped(path: Path) -> tuple[torch.Tensor, tuple[int, ...]]:
         shape, offset, item = (count,), 8, ()
     else:
         raise DataError(f"{path} is not an IDX file of unsigned bytes (magic number {magic})")
-    expected = offset + int(np.prod(shape))
+    expected = offset + math.prod(shape)  # Python's integers: a lying header cannot overflow them
     if len(data) != expected:
-        raise DataError(f"{path} is truncated: {len(data)} bytes, header says {expected}")
+        raise DataError(f"{path} is truncated or its header is wrong: {len(data):,} bytes, the header says "
+                        f"{expected:,}")
     return torch.from_numpy(np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape).copy()), item

@@ -46,11 +46,23 @@ def make_split(x: torch.Tensor, y: torch.Tensor | None, scale: float, device: to
     """Floats in [0, 1] from raw values (x / scale), flat, on `device`; checks labels and range."""
     if y is not None and len(x) != len(y):
         raise DataError(f"{what}: {len(x)} images but {len(y)} labels")
+    if not len(x):
+        raise DataError(f"{what} has no images")
     x = x.reshape(len(x), -1).to(device, torch.float32) / scale
-    if len(x) and (x.min() < 0 or x.max() > 1):
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:  # a comparison with NaN is false: the range check below would let them through
+        raise DataError(f"{what}: {bad:,} pixel values are not finite numbers (NaN or inf)")
+    if x.min() < 0 or x.max() > 1:
         raise DataError(f"{what}: pixel values divided by data.scale={scale} fall outside [0, 1]"
                         f" ({x.min().item():g} to {x.max().item():g}); set data.scale")
     return Split(x=x, y=None if y is None else y.to(device, torch.long))
+
+
+def limited(x: torch.Tensor, limit: int | None, what: str) -> torch.Tensor:
+    """The first `limit` images; a limit above their number says so once, and takes them all."""
+    if limit is not None and limit > len(x):
+        print(f"vaelab: {what} has {len(x):,} images, fewer than the limit {limit:,}: using all {len(x):,}")
+    return x[:limit]
 
 
 def finish_dataset(train: Split, test: Split, image_shape: tuple[int, ...], binarize: str = "none",

@@ -7,6 +7,7 @@ here with that method and a file in conf/data/.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hydra.utils import get_method
 
 from vaelab.data.acquire import default_root, ensure_files, raw_dir, torchvision_fetcher
 from vaelab.data.idx import read_idx_shaped
-from vaelab.data.memory import Dataset, Split, finish_dataset, make_split
+from vaelab.data.memory import Dataset, Split, finish_dataset, limited, make_split
 from vaelab.errors import DataError
 
 
@@ -74,7 +75,13 @@ class NpzFile(Source):
     def load(self, device: torch.device) -> Dataset:
         if not self.path.is_file():
             raise DataError(f"data.path={self.path} is not a file; give an .npz with x_train and x_test")
-        with np.load(self.path, allow_pickle=False) as npz:
+        try:
+            npz = np.load(self.path, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise DataError(f"data.path={self.path} is not an .npz file ({err})") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a single .npy array
+            raise DataError(f"data.path={self.path} is one array, not an .npz with x_train and x_test")
+        with npz:
             missing = {"x_train", "x_test"} - set(npz.files)
             if missing:
                 raise DataError(f"{self.path} lacks {', '.join(sorted(missing))} (it has {', '.join(npz.files)})")
@@ -83,7 +90,7 @@ class NpzFile(Source):
         return self.finish(*splits, self.shape, f"{self.name} from {self.path} (npz)")
 
     def _split(self, npz: np.lib.npyio.NpzFile, part: str, limit: int | None, device: torch.device) -> Split:
-        x = torch.from_numpy(np.asarray(npz[f"x_{part}"])[:limit].astype(np.float32))
+        x = limited(torch.from_numpy(np.asarray(npz[f"x_{part}"]).astype(np.float32)), limit, f"{self.path} x_{part}")
         y = torch.from_numpy(np.asarray(npz[f"y_{part}"])[:limit].astype(np.int64)) if f"y_{part}" in npz.files else None
         return make_split(x, y, self.scale, device, f"{self.path} x_{part}")
 
@@ -99,7 +106,7 @@ def load_idx_splits(raw: Path, device: torch.device, limit: int | None = None,
         x, shape = read_idx_shaped(images)
         labels = raw / f"{prefix}-labels-idx1-ubyte"
         y = read_idx_shaped(labels)[0][:lim] if labels.is_file() else None
-        splits.append(make_split(x[:lim], y, 255.0, device, f"{raw} {prefix}"))
+        splits.append(make_split(limited(x, lim, str(images)), y, 255.0, device, f"{raw} {prefix}"))
     return splits[0], splits[1], shape
 
 
