@@ -108,7 +108,7 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
 
 def test_an_unreadable_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="trainer.resume=false"):
+    with pytest.raises(CheckpointError, match="trainer.restart=true"):
         checkpoint.load(tmp_path / "last.pt")
 
 
@@ -139,3 +139,38 @@ def test_a_signal_inside_a_deferred_section_is_raised_at_its_end():
         steps.append("never")
     assert steps == ["finished the write"]
     assert caught.value.exit_code == 143 and caught.value.name == "SIGTERM"
+
+
+class StoreCopy:
+    """A tracker whose store holds `content` as the run's checkpoint."""
+
+    def __init__(self, content: bytes | None) -> None:
+        self.content = content
+
+    def fetch_checkpoint(self, run_id, dest):
+        if self.content is None:
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "last.pt").write_bytes(self.content)
+        return dest / "last.pt"
+
+
+def test_resume_takes_the_readable_copy_and_says_so_and_restart_keeps_the_run(tmp_path, capsys):
+    """A corrupt local checkpoint stopped the run with advice (trainer.resume=false) that orphaned it,
+    although the store's copy was good."""
+    from vaelab.app import Spool, find_checkpoint
+
+    model, optimizer, scheduler = make()
+    good = TrainingState(model, optimizer, scheduler, torch.Generator(), epoch=3).state_dict(run_id="abc")
+    checkpoint.save(good, tmp_path / "good.pt")
+    spool = Spool(tmp_path / "spool")
+    spool.path.parent.mkdir()
+    spool.path.write_bytes(b"corrupt")
+    found = find_checkpoint(spool, StoreCopy((tmp_path / "good.pt").read_bytes()), past("KILLED"))
+    assert found["epoch"] == 3
+    out = capsys.readouterr().out
+    assert "the local checkpoint cannot be read" in out and "resuming from the store's checkpoint (epoch 3)" in out
+
+    with pytest.raises(CheckpointError, match="no checkpoint of run abc can be read; trainer.restart=true"):
+        find_checkpoint(spool, StoreCopy(b"also corrupt"), past("KILLED"))
+    assert find_checkpoint(spool, StoreCopy(b"also corrupt"), past("KILLED"), restart=True) is None

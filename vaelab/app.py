@@ -29,7 +29,7 @@ from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import validate
 from vaelab.data import Dataset, default_root
-from vaelab.errors import ConfigError, PreviousFailure, ResourceError
+from vaelab.errors import CheckpointError, ConfigError, PreviousFailure, ResourceError
 from vaelab.identity import config_identity
 from vaelab.linear_probe import probe_accuracy
 from vaelab.metrics import active_units, decode, encode_means, iw_nll, kl_per_dimension, reconstruct
@@ -114,7 +114,7 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
     scheduler = build_scheduler(cfg.scheduler, optimizer)
     resume = None
     if cfg.trainer.resume:
-        resume = find_checkpoint(spool, tracker, past)
+        resume = find_checkpoint(spool, tracker, past, restart=cfg.trainer.restart)
     else:  # a fresh run: an older local checkpoint of this config must not be resumed later
         spool.clear()
     print(model_summary(model, data.dim))
@@ -169,18 +169,34 @@ def plan_resume(past: PastRun | None, resume: bool, retry_failed: bool) -> Resum
     return ResumePlan(past)
 
 
-def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None) -> dict[str, Any] | None:
-    """The latest checkpoint of the run to continue: the local copy or the one among its artifacts.
-    A local checkpoint whose run the store does not have (the store was lost or is new) continues
-    in a new run: what it trained is not thrown away."""
-    local = spool.load()
-    candidates = [local] if local is not None and (past is None or local.get("run_id") == past.run_id) else []
-    if past is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            fetched = tracker.fetch_checkpoint(past.run_id, Path(tmp))
-            if fetched is not None:
-                candidates.append(load_checkpoint(fetched))
-    return max(candidates, key=lambda c: c["epoch"], default=None)
+def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None,
+                    restart: bool = False) -> dict[str, Any] | None:
+    """The newest readable checkpoint of the run to continue: the local copy or the one among its
+    artifacts; one that cannot be read is passed over, in one line. A local checkpoint whose run
+    the store does not have (the store was lost or is new) continues in a new run. When every copy
+    is unreadable, `restart` trains the same run again from epoch 0; without it, that is an error."""
+    found, broken = [], []
+
+    def read(where: str, path: Path | None) -> None:
+        try:
+            if path is not None and path.is_file():
+                found.append((load_checkpoint(path), where))
+        except CheckpointError as err:
+            broken.append(f"the {where} cannot be read ({str(err).split(' (', 1)[-1].split(';')[0]}")
+
+    read("local checkpoint", spool.path)
+    found = [(c, w) for c, w in found if past is None or c.get("run_id") == past.run_id]
+    with tempfile.TemporaryDirectory() as tmp:
+        read("store's checkpoint", tracker.fetch_checkpoint(past.run_id, Path(tmp)) if past else None)
+        best = max(found, key=lambda cw: cw[0]["epoch"], default=None)
+    for line in broken:
+        print(f"vaelab: {line}", flush=True)
+    if best is not None and broken:
+        print(f"vaelab: resuming from the {best[1]} (epoch {best[0]['epoch']})", flush=True)
+    if best is None and broken and not restart:
+        raise CheckpointError(f"no checkpoint of run {past.run_id if past else '(new)'} can be read; "
+                              "trainer.restart=true trains it again from epoch 0, into the same run")
+    return best[0] if best is not None else None
 
 
 def replay_history(tracker: NullTracker, resume: dict[str, Any] | None, past: PastRun | None) -> set[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,5 +108,7 @@ def load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem to the user
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                              "start afresh with trainer.resume=false") from None
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch's own message carries terminal colours
+        first = text.splitlines()[0].split(". ")[0][:160] if text else ""
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {first}); "
+                              "trainer.restart=true trains its run again from epoch 0") from None

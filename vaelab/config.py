@@ -202,6 +202,7 @@ class TrainerConfig:
     checkpoint_every: int = key(1, "epochs between checkpoints (0: none); the last epoch always gets one")
     resume: bool = key(True, "a re-run skips a finished config and continues an interrupted one; false: a fresh run")
     retry_failed: bool = key(False, "re-run a config that failed for a real error (divergence, exception)")
+    restart: bool = key(False, "continue an interrupted run from epoch 0, into the same run, when none of its checkpoints can be read")
 
 
 @dataclass

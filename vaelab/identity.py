@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 # often it is saved, and the switches that decide whether to resume.
 VOLATILE = frozenset({
     "tracking", "trainer.progress", "trainer.progress_every", "trainer.checkpoint_every",
-    "trainer.resume", "trainer.retry_failed", "trainer.threads",
+    "trainer.resume", "trainer.retry_failed", "trainer.restart", "trainer.threads",
 })
 
 
