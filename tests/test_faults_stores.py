@@ -92,7 +92,8 @@ def test_pictures_logged_while_the_server_was_down_reach_it_on_the_rerun(tmp_pat
         assert run.info.status == "FINISHED"
         images = [f.path for f in client.list_artifacts(run.info.run_id, "images")]
         for step in range(1, 6):
-            assert any(re.match(rf"images/reconstructions\+step\+{step}\+.*[^d]\.png$", p) for p in images), step
+            png = rf"images/reconstructions\+step\+{step}\+timestamp\+\d+\+[0-9a-f-]+\.png$"
+            assert any(re.match(png, p) for p in images), (step, images)
     assert not list((home / "checkpoints").rglob("*.npz")), "the outbox is emptied"
 
 
