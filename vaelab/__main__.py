@@ -158,9 +158,9 @@ def command() -> None:
         sys.exit(2)
     except Exception as err:
         message = config_error(err)  # first: Hydra's missing-config error is an OSError too
-        if message is None and isinstance(err, OSError) and err.strerror:  # vaelab's home or Hydra's
-            message = (f"{err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "  # folder:
-                       "and run the same command again")  # full, read-only
+        if message is None and isinstance(err, OSError) and err.strerror:  # vaelab's home or Hydra's folder,
+            message = (f"{err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "  # full or
+                       "and run the same command again")  # read-only
         if message is None:
             raise
         print(f"vaelab: error: {message}", file=sys.stderr)

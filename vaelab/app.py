@@ -182,7 +182,7 @@ def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None,
             if path is not None and path.is_file():
                 found.append((load_checkpoint(path), where))
         except CheckpointError as err:
-            broken.append(f"the {where} cannot be read ({str(err).split(' (', 1)[-1].split(';')[0]}")
+            broken.append(f"the {where} cannot be read ({err.reason or err})")
 
     read("local checkpoint", spool.path)
     found = [(c, w) for c, w in found if past is None or c.get("run_id") == past.run_id]
@@ -252,9 +252,6 @@ class Spool:
                 raise ResourceError(f"the checkpoint {self.path} could not be written ({cause.strerror}); "
                                     "free some space and run the same command again to resume") from None
             tracker.log_checkpoint(self.path, state.epoch)
-
-    def load(self) -> dict[str, Any] | None:
-        return load_checkpoint(self.path) if self.path.is_file() else None
 
     def clear(self) -> None:
         if self.path.parent.is_dir():

@@ -109,6 +109,6 @@ def load(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem to the user
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()  # torch's own message carries terminal colours
-        first = text.splitlines()[0].split(". ")[0][:160] if text else ""
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {first}); "
-                              "trainer.restart=true trains its run again from epoch 0") from None
+        reason = f"{type(err).__name__}: {text.splitlines()[0].split('. ')[0][:160] if text else ''}"
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason}); "
+                              "trainer.restart=true trains its run again from epoch 0", reason=reason) from None

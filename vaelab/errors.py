@@ -22,7 +22,11 @@ class TrackingError(VaelabError):
 
 
 class CheckpointError(VaelabError):
-    """A checkpoint could not be read or does not fit the run."""
+    """A checkpoint could not be read or does not fit the run; `reason`: why, in a few words."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PreviousFailure(VaelabError):

@@ -12,17 +12,17 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
-# Progress bars of one process take a thread lock: tqdm's default also makes a multiprocessing
-# semaphore in every process, which a parallel sweep's worker killed by joblib leaves behind
-# ("leaked semaphore objects" at the sweep's exit).
-tqdm.set_lock(threading.RLock())
-
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset, batches
 from vaelab.errors import DivergenceError
 from vaelab.metrics import evaluate_elbo
 from vaelab.models import VAE
 from vaelab.objectives import ELBO
+
+# Progress bars of one process take a thread lock: tqdm's default also makes a multiprocessing
+# semaphore in every process, which a parallel sweep's worker killed by joblib leaves behind
+# ("leaked semaphore objects" at the sweep's exit).
+tqdm.set_lock(threading.RLock())
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 CheckpointCallback = Callable[[TrainingState], None]

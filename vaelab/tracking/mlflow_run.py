@@ -26,6 +26,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ResourceError, TrackingError
+from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import store
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
@@ -108,7 +109,7 @@ class MlflowTracker(NullTracker):
         from mlflow.entities import RunTag
 
         tags = job_tags(context) | {store.IDENTITY_TAG: identity, "vaelab.host": socket.gethostname(),
-                                         "vaelab.pid": str(os.getpid()), "vaelab.code": _code_digest()}
+                                    "vaelab.pid": str(os.getpid()), "vaelab.code": code_digest()}
         if self._past is not None:  # the same run continues: same id, metrics go on at later steps
             self.client.update_run(self._past.run_id, status="RUNNING")
             tags["vaelab.resumed"] = "true"
@@ -282,9 +283,3 @@ class MlflowTracker(NullTracker):
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
         return (f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); "
                 f"{ui_hint(self.uri)}: {link}")
-
-
-def _code_digest() -> str:
-    from vaelab.identity import code_digest
-
-    return code_digest()

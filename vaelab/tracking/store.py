@@ -1,4 +1,4 @@
-"""The MLflow store: reaching it (one client per tracking URI, never a process-wide URI),
+"""The MLflow store: reaching it (a client for an explicit tracking URI, never a process-wide one),
 experiments, looking runs up and reading them back, and where MLflow's own log records go."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 SWEEP_IDENTITY_TAG = "vaelab.sweep_identity"
 BEST_METRICS = ("test/loss", "test/recon", "test/kl")
 BEST_TAG = "vaelab.best_run_id"
+
+
+class _Store(NamedTuple):
+    """Where the sweep's parent lives: plain values, since the callback travels pickled to
+    joblib's workers with Hydra's context (a tracker, with its thread, cannot)."""
+
+    uri: str
+    experiment: str
+    artifact_location: str | None
+    ui_url: str | None
 
 
 class _Outcome:
@@ -73,8 +83,7 @@ class SweepParentRun(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
-        self.store: tuple[str, str, str | None, str | None] | None = None  # uri, experiment, artifacts, UI
-        # (plain values: the callback travels pickled to joblib's workers with Hydra's context)
+        self.store: _Store | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.utils import instantiate
@@ -86,7 +95,7 @@ class SweepParentRun(Callback):
         atexit.register(self.close, "FAILED")
         tracker = instantiate(config.tracking) if config.get("tracking") else None
         if tracker is not None and tracker.enabled:
-            self.store = (tracker.uri, tracker.experiment, tracker.artifact_location, tracker.ui_url)
+            self.store = _Store(tracker.uri, tracker.experiment, tracker.artifact_location, tracker.ui_url)
             route_library_logs(self.sweep_dir / "tracking.log")
             self.parent_id = self._open_parent(config)
             os.environ[PARENT_ENV] = self.parent_id
@@ -97,9 +106,8 @@ class SweepParentRun(Callback):
         else a new one."""
         from vaelab.identity import code_digest
 
-        uri, experiment, artifact_location, _ = self.store
-        client = connect(uri)
-        exp_id = use_experiment(client, experiment, artifact_location)
+        client = connect(self.store.uri)
+        exp_id = use_experiment(client, self.store.experiment, self.store.artifact_location)
         overrides = sorted(config.hydra.overrides.task) + sorted(config.hydra.overrides.hydra)
         identity = hashlib.sha256(json.dumps([overrides, code_digest()]).encode()).hexdigest()[:16]
         found = client.search_runs([exp_id], f"tags.`{SWEEP_IDENTITY_TAG}` = '{identity}'",
@@ -124,7 +132,7 @@ class SweepParentRun(Callback):
         parent_id = self.parent_id
         self.close("FAILED" if failed else "FINISHED")
         if parent_id is not None:
-            link = sweep_link(connect(self.store[0]), parent_id, self.store[0], self.store[3])
+            link = sweep_link(connect(self.store.uri), parent_id, self.store.uri, self.store.ui_url)
             print(f"the sweep in the UI (vaelab ui): {link}", flush=True)
 
     def close(self, status: str) -> None:
@@ -135,7 +143,7 @@ class SweepParentRun(Callback):
             return
         parent_id, self.parent_id = self.parent_id, None
         os.environ.pop(PARENT_ENV, None)
-        client = connect(self.store[0])
+        client = connect(self.store.uri)
         try:
             log_sweep_summary(client, parent_id)
         except Exception as err:  # noqa: BLE001 - the summary must not keep the parent open
