@@ -83,6 +83,9 @@ def test_a_signal_in_the_wrap_up_never_leaves_a_run_running_nor_logs_twice(tmp_p
     [run] = runs_of(home)
     assert run.info.status == "FINISHED" and run.info.run_id == stopped.info.run_id
     steps_logged_once(home, run.info.run_id)
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    for key in ("time/startup_s", "time/total_s"):  # timings too: one row each, the first run's
+        assert len(client.get_metric_history(run.info.run_id, key)) == 1, key
     assert len(run.outputs.model_outputs) == 1
 
 

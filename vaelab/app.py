@@ -274,7 +274,7 @@ def report_startup(tracker: NullTracker, context: RunContext | None, run_started
     startup = time.perf_counter() - run_started if later_job else seconds_since_process_start()
     if startup is not None:
         print(f"startup: {startup:.2f}s from the command to the first training step")
-        tracker.log_metrics({"time/startup_s": startup})
+        tracker.log_metrics({"time/startup_s": startup}, once=True)  # a resumed run keeps its first
 
 
 def seconds_since_process_start() -> float | None:
