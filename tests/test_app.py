@@ -244,3 +244,21 @@ def test_a_run_stopped_after_its_last_epoch_draws_its_figures_when_resumed(track
     assert run.info.status == "FINISHED"
     figures = {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
     assert {"figures/latent_space.png", "figures/manifold.png", "figures/kl_per_dimension.png"} <= figures
+
+
+def test_a_kept_picture_that_cannot_be_read_is_left_out_not_the_store(tracked_cfg):
+    """A picture kept while a full disk also failed the store was a truncated .npz; the re-run
+    read it, failed, and gave the store up: no metric, RUNNING, the same again on every re-run."""
+    from hydra.utils import instantiate
+
+    from vaelab.identity import config_identity
+    from vaelab.paths import home
+
+    cfg = tracked_cfg("trainer.epochs=1")
+    outbox = home() / "checkpoints" / f"{config_identity(cfg)}-{instantiate(cfg.tracking).scope()}" / "outbox"
+    outbox.mkdir(parents=True)
+    (outbox / "1.npz").write_bytes(b"PK\x03\x04 cut short by a full disk")
+    app.run(cfg)
+    run = only_run(cfg)
+    assert run.info.status == "FINISHED" and "test/loss" in run.data.metrics
+    assert not outbox.exists() or not list(outbox.iterdir())

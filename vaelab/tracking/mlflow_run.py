@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -218,16 +219,32 @@ class MlflowTracker(NullTracker):
             self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
 
     def _keep(self, key: str, image: np.ndarray, step: int | None) -> None:
-        """A picture the store could not take, into the outbox for the next run of this config."""
-        if self._outbox is not None:
+        """A picture the store could not take, into the outbox for the next run of this config:
+        written whole or not at all (the disk that failed the store may be full)."""
+        if self._outbox is None:
+            return
+        path = self._outbox / f"{time.time_ns()}.npz"
+        partial = path.with_suffix(".part")
+        try:
             self._outbox.mkdir(parents=True, exist_ok=True)
-            np.savez(self._outbox / f"{time.time_ns()}.npz", image=image, key=key, step=-1 if step is None else step)
+            with open(partial, "wb") as f:
+                np.savez(f, image=image, key=key, step=-1 if step is None else step)
+            os.replace(partial, path)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            log.warning("the %s picture could not be kept for a re-run: %s", key, err.strerror)
 
     def _log_outbox(self) -> None:
-        """The pictures an earlier run of this config could not log (its store was down)."""
+        """The pictures an earlier run of this config could not log (its store was down); one
+        that cannot be read is passed over."""
         for path in sorted(self._outbox.glob("*.npz")) if self._outbox and self._outbox.is_dir() else []:
-            with np.load(path) as kept:
-                self._picture(str(kept["key"]), kept["image"], None if kept["step"] < 0 else int(kept["step"]))
+            try:
+                with np.load(path) as kept:
+                    key, image, step = str(kept["key"]), kept["image"], int(kept["step"])
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+                log.warning("a kept picture could not be read, left out: %s (%s)", path.name, short_error(err))
+            else:
+                self._picture(key, image, None if step < 0 else step)
             path.unlink()
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
