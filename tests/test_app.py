@@ -81,6 +81,21 @@ def test_an_unlabelled_data_set_trains_without_probe(tracked_cfg, npz_path, tmp_
     assert "figures/latent_space.png" in {f.path for f in MlflowClient().list_artifacts(run.info.run_id, "figures")}
 
 
+def test_a_data_file_changed_in_place_trains_anew(tracked_cfg, tmp_path):
+    """The identity covered the path, not the content: the re-run said 'already finished'."""
+    from tests.conftest import write_fake_npz
+
+    path = write_fake_npz(tmp_path / "mine.npz")
+    cfg = tracked_cfg("data=npz", f"data.path={path}", "tracking.log_model=false", "trainer.images_every=0")
+    assert app.execute(cfg).status == "FINISHED"
+    assert app.execute(cfg).status == "SKIPPED"
+    write_fake_npz(path, labels=False)
+    assert app.execute(cfg).status == "FINISHED"
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    runs = MlflowClient().search_runs([mlflow.get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert len({r.data.tags["vaelab.identity"] for r in runs}) == 2
+
+
 def test_the_same_seed_gives_identical_metrics(tiny_cfg):
     first = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))
     second = app.run(tiny_cfg("trainer.epochs=2", "trainer.seed=3"))

@@ -235,3 +235,21 @@ def test_a_limit_above_the_data_says_what_is_used(tmp_path, capsys):
     data = IdxFiles(path=str(raw_dir(tmp_path)), limit=10_000_000).load(torch.device("cpu"))
     assert len(data.train) == 30
     assert "has 30 images, fewer than the limit 10,000,000: using all 30" in capsys.readouterr().out
+
+
+def test_a_data_digest_is_computed_once_and_follows_the_content(tmp_path, monkeypatch):
+    """The identity of a run covered the path of a user's data, not its content: a file changed
+    in place was found 'already finished'. Its digest is cached by size and times, not rehashed."""
+    from tests.conftest import write_fake_npz
+    from vaelab.data import NpzFile, digest
+
+    path = write_fake_npz(tmp_path / "a.npz")
+    hashed = []
+    real = digest._sha256
+    monkeypatch.setattr(digest, "_sha256", lambda p: hashed.append(p) or real(p))
+    first = NpzFile(path=str(path)).digest()
+    assert NpzFile(path=str(path)).digest() == first and len(hashed) == 1  # the second is a stat
+    write_fake_npz(path, labels=False)
+    assert NpzFile(path=str(path)).digest() != first and len(hashed) == 2
+    with pytest.raises(DataError, match="is not a file"):
+        NpzFile(path=str(tmp_path / "gone.npz")).digest()

@@ -28,7 +28,7 @@ from vaelab.checkpoint import TrainingState
 from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import validate
-from vaelab.data import Dataset, default_root
+from vaelab.data import Dataset, Source, default_root
 from vaelab.errors import CheckpointError, ConfigError, PreviousFailure, ResourceError
 from vaelab.identity import config_identity
 from vaelab.linear_probe import probe_accuracy
@@ -68,16 +68,17 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     # active pixels drive optimizer state and gradients below 1e-38, where x86 is slow; epochs grew
     # 7.4 -> 10.2 s CPU over 4 epochs of keras_seed without it, flat with it (docs/performance.md).
     torch.set_flush_denormal(True)
-    identity = config_identity(cfg)
+    source = build("data", cfg.data)
+    identity = config_identity(cfg, source.digest())
     device = resolve_device(cfg.trainer.device)
     tracker: NullTracker = instantiate(cfg.tracking)
     spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
     with spool.only_one():  # the same config started twice at once: the second waits, then skips
-        return execute_alone(cfg, context, identity, tracker, spool, device, started)
+        return execute_alone(cfg, context, identity, tracker, spool, source, device, started)
 
 
 def execute_alone(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker, spool: Spool,
-                  device: torch.device, started: float) -> Outcome:
+                  source: Source, device: torch.device, started: float) -> Outcome:
     log_dir = context.output_dir if context is not None and context.output_dir is not None else spool.folder
     lookup = tracker.connect(identity, log_dir)  # reaching the store overlaps reading the data
     set_threads(cfg.trainer.threads, context)
@@ -86,7 +87,7 @@ def execute_alone(cfg: DictConfig, context: RunContext | None, identity: str, tr
     warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
     warm.start()
     try:
-        data = prepare_data(cfg.data, device)
+        data = prepare_data(source, device)
         plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
         if plan.skip:
             return skip(plan.past)
@@ -307,9 +308,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_data(data_cfg: DictConfig, device: torch.device) -> Dataset:
-    """The configured source (`data._target_`) loaded onto `device`."""
-    data = build("data", data_cfg).load(device)
+def prepare_data(source: Source | DictConfig, device: torch.device) -> Dataset:
+    """The configured source (`data._target_`, built from its config if given one) loaded onto `device`."""
+    data = (build("data", source) if isinstance(source, DictConfig) else source).load(device)
     print(f"data: {data.description}")
     return data
 

@@ -19,11 +19,12 @@ VOLATILE = frozenset({
 })
 
 
-def config_identity(cfg: DictConfig) -> str:
-    """A 16-hex-digit digest of the result-relevant config and vaelab's source code."""
+def config_identity(cfg: DictConfig, data_digest: str = "") -> str:
+    """A 16-hex-digit digest of the result-relevant config, vaelab's source code and the content
+    of the data (`Source.digest`: a file changed in place is other data)."""
     tree = OmegaConf.to_container(cfg, resolve=True)
     relevant = _drop(tree, VOLATILE)
-    text = json.dumps(relevant, sort_keys=True, default=str) + code_digest()
+    text = json.dumps(relevant, sort_keys=True, default=str) + code_digest() + data_digest
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -15,10 +15,12 @@ import numpy as np
 import torch
 from hydra.utils import get_method
 
-from vaelab.data.acquire import default_root, ensure_files, raw_dir, torchvision_fetcher
+from vaelab.data.acquire import IDX_FILES, default_root, ensure_files, raw_dir, torchvision_fetcher
+from vaelab.data.digest import files_digest
 from vaelab.data.idx import read_idx_shaped
 from vaelab.data.memory import Dataset, Split, finish_dataset, limited, make_split
 from vaelab.errors import DataError
+from vaelab.paths import home
 
 
 class Source:
@@ -32,6 +34,14 @@ class Source:
     def finish(self, train: Split, test: Split, shape: Sequence[int], description: str) -> Dataset:
         return finish_dataset(train, test, tuple(shape), self.binarize, self.binarize_seed, description)
 
+    def digest(self) -> str:
+        """A digest of the files `load` reads (cached by size and times), for the run's identity."""
+        return files_digest(self.files(), home() / "data-digests.json")
+
+    def files(self) -> list[Path]:
+        """The files `load` reads."""
+        return []
+
 
 class TorchvisionIdx(Source):
     """An MNIST-format data set in torchvision's layout, `<root>/<folder>/raw`, md5-verified;
@@ -44,6 +54,14 @@ class TorchvisionIdx(Source):
         self.folder, self.md5, self.verify = folder, dict(md5 or {}), verify
         self.fetchers = {"torchvision download": torchvision_fetcher(download)} if download else {}
         self.fetchers |= {path.rsplit(".", 1)[-1]: get_method(path) for path in offline}
+
+    def digest(self) -> str:
+        """With md5 sums to check against (they are in the config, hence the identity), none is needed."""
+        return "" if self.verify and self.md5 else super().digest()
+
+    def files(self) -> list[Path]:
+        raw = ensure_files(self.raw, None, self.fetchers, self.folder)
+        return [raw / name for name in IDX_FILES]
 
     def load(self, device: torch.device) -> Dataset:
         raw = ensure_files(self.raw, self.md5 if self.verify else None, self.fetchers, self.folder)
@@ -59,6 +77,14 @@ class IdxFiles(Source):
         super().__init__(**kw)
         self.path, self.shape = Path(path).expanduser(), shape
 
+    def files(self) -> list[Path]:
+        names = [f"{prefix}-{kind}" for prefix in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+        found = [self.path / name for name in names if (self.path / name).is_file()]
+        for prefix in ("train", "t10k"):
+            if self.path / f"{prefix}-images-idx3-ubyte" not in found:
+                raise DataError(f"{self.path / f'{prefix}-images-idx3-ubyte'} is missing")
+        return found
+
     def load(self, device: torch.device) -> Dataset:
         train, test, shape = load_idx_splits(self.path, device, self.limit, self.test_limit)
         return self.finish(train, test, self.shape or shape, f"{self.name} from {self.path} (IDX)")
@@ -72,9 +98,13 @@ class NpzFile(Source):
         super().__init__(**kw)
         self.path, self.shape, self.scale = Path(path).expanduser(), tuple(shape), scale
 
-    def load(self, device: torch.device) -> Dataset:
+    def files(self) -> list[Path]:
         if not self.path.is_file():
             raise DataError(f"data.path={self.path} is not a file; give an .npz with x_train and x_test")
+        return [self.path]
+
+    def load(self, device: torch.device) -> Dataset:
+        self.files()
         try:
             npz = np.load(self.path, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as err:
