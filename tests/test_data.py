@@ -245,8 +245,8 @@ def test_a_data_digest_is_computed_once_and_follows_the_content(tmp_path, monkey
 
     path = write_fake_npz(tmp_path / "a.npz")
     hashed = []
-    real = digest._sha256
-    monkeypatch.setattr(digest, "_sha256", lambda p: hashed.append(p) or real(p))
+    real = digest.sha256_file
+    monkeypatch.setattr(digest, "sha256_file", lambda p: hashed.append(p) or real(p))
     first = NpzFile(path=str(path)).digest()
     assert NpzFile(path=str(path)).digest() == first and len(hashed) == 1  # the second is a stat
     write_fake_npz(path, labels=False)

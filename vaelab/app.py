@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LRScheduler
 
 from vaelab.checkpoint import TrainingState
@@ -178,17 +178,18 @@ def find_checkpoint(spool: Spool, tracker: NullTracker, past: PastRun | None,
     is unreadable, `restart` trains the same run again from epoch 0; without it, that is an error."""
     found, broken = [], []
 
-    def read(where: str, path: Path | None) -> None:
+    def read(where: str, fetch: Callable[[], Path | None]) -> None:
         try:
+            path = fetch()
             if path is not None and path.is_file():
                 found.append((load_checkpoint(path), where))
         except CheckpointError as err:
             broken.append(f"the {where} cannot be read ({err.reason or err})")
 
-    read("local checkpoint", spool.path)
+    read("local checkpoint", lambda: spool.path)
     found = [(c, w) for c, w in found if past is None or c.get("run_id") == past.run_id]
     with tempfile.TemporaryDirectory() as tmp:
-        read("store's checkpoint", tracker.fetch_checkpoint(past.run_id, Path(tmp)) if past else None)
+        read("store's checkpoint", lambda: tracker.fetch_checkpoint(past.run_id, Path(tmp)) if past else None)
         best = max(found, key=lambda cw: cw[0]["epoch"], default=None)
     for line in broken:
         print(f"vaelab: {line}", flush=True)
@@ -319,6 +320,13 @@ def build_model(cfg: DictConfig, data: Dataset) -> VAE:
     """The configured model around the configured likelihood, sized by the data's image shape."""
     likelihood = build("likelihood", cfg.likelihood, dim=data.dim)
     return build("model", cfg.model, image_shape=list(data.image_shape), likelihood=likelihood)
+
+
+def model_spec(cfg: DictConfig, data: Dataset) -> dict[str, Any]:
+    """What `build_model` needs to build this model again: logged beside its weights."""
+    return {"model": OmegaConf.to_container(cfg.model, resolve=True),
+            "likelihood": OmegaConf.to_container(cfg.likelihood, resolve=True),
+            "image_shape": list(data.image_shape), "dim": data.dim}
 
 
 def build_objective(cfg: DictConfig, data: Dataset) -> ELBO:
@@ -465,5 +473,5 @@ def finish(tracker: NullTracker, model: VAE, data: Dataset, cfg: DictConfig, pro
         tracker.log_plot("kl_per_dimension", partial(kl_figure, kl_dims))
         if figures:
             log_latent_pictures(tracker, model, mu, probe)
-        tracker.log_model(model, data.test.x[:1].cpu().numpy())
+        tracker.log_model(model, data.test.x[:1].cpu().numpy(), model_spec(cfg, data))
     return "".join(f"; {k} {v:.2f}" for k, v in final.items() if not k.startswith("test/kl_z"))

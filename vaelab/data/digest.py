@@ -27,7 +27,7 @@ def files_digest(paths: Iterable[Path], cache: Path) -> str:
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
         entry = known.get(str(path))
         if not entry or entry[:3] != stamp:
-            entry, changed = [*stamp, _sha256(path)], True
+            entry, changed = [*stamp, sha256_file(path)], True
             known[str(path)] = entry
         digest.update(entry[3].encode())
     if changed:
@@ -35,7 +35,8 @@ def files_digest(paths: Iterable[Path], cache: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's content, read in 1 MB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):

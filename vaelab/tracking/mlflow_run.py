@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from vaelab.data.digest import sha256_file
 from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
@@ -253,13 +255,14 @@ class MlflowTracker(NullTracker):
         images = x.detach().cpu().numpy()
         self._worker.submit(lambda: store.log_dataset(self.client, self.run_id, name, images, source, context))
 
-    def log_model(self, model: Any, example: np.ndarray) -> None:
+    def log_model(self, model: Any, example: np.ndarray, spec: dict[str, Any] | None = None) -> None:
         """Log a CPU copy of the model under a name of its run, its final test metrics linked to
-        it; not again for a resumed run that has it."""
+        it; not again for a resumed run that has it. Beside MLflow's pickled model (for those who
+        trust their store), its weights and the configs that rebuild it: what vaelab reads back."""
         if self.save_model and not (self._past is not None and self._past.has_model):
-            self._worker.submit(self._model, copy.deepcopy(model).cpu().eval(), example, keep=True)
+            self._worker.submit(self._model, copy.deepcopy(model).cpu().eval(), example, spec or {}, keep=True)
 
-    def _model(self, model: Any, example: np.ndarray) -> None:
+    def _model(self, model: Any, example: np.ndarray, spec: dict[str, Any]) -> None:
         import mlflow.pytorch
         import torch
         from mlflow.entities import LoggedModelOutput
@@ -270,16 +273,27 @@ class MlflowTracker(NullTracker):
         logged = self.client.create_logged_model(self.experiment_id, name=model_name(self.name or "model"),
                                                  source_run_id=self.run_id)
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.pytorch.save_model(model, Path(tmp) / "model", signature=signature,
+            folder = Path(tmp) / "model"
+            mlflow.pytorch.save_model(model, folder, signature=signature,
                                       pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
                                       serialization_format="pickle")  # a plain nn.Module back from load_model
-            self.client.log_model_artifacts(logged.model_id, str(Path(tmp) / "model"))
+            (folder / store.SPEC).parent.mkdir()
+            (folder / store.SPEC).write_text(json.dumps(spec, indent=1))
+            torch.save(model.state_dict(), folder / store.WEIGHTS)
+            self.client.log_model_artifacts(logged.model_id, str(folder))
+            self._set_digests(folder / store.WEIGHTS, folder / store.SPEC)
         self.client.finalize_logged_model(logged.model_id, "READY")
         for key, (value, step, stamp) in self._latest.items():  # the final rows, linked to the model
             if key.startswith("test/"):
                 self._log_batch({key: value}, step, stamp, {}, model_id=logged.model_id)
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.client.set_tag(self.run_id, store.MODEL_TAG, logged.model_id)
+
+    def _set_digests(self, *paths: Path, **tags: str) -> None:
+        from mlflow.entities import RunTag
+
+        tags |= {store.DIGEST_TAG + path.name: sha256_file(path) for path in paths}
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
         """Upload the checkpoint just written to `path` (last.pt, replaced atomically by the next
@@ -289,12 +303,17 @@ class MlflowTracker(NullTracker):
 
     def _upload(self, path: Path, epoch: int) -> None:
         if path.is_file():
+            before = path.stat().st_ino
+            digest = sha256_file(path)
             self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
-            self.client.set_tag(self.run_id, "vaelab.checkpoint_epoch", str(epoch))
+            if path.stat().st_ino == before:  # else a newer checkpoint, whose upload is queued
+                self._set_digests(**{"vaelab.checkpoint_epoch": str(epoch), store.DIGEST_TAG + path.name: digest})
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
-        """Download `run_id`'s checkpoint into `dest`; None if it has none."""
-        return self._worker.call(lambda: store.fetch_artifact(self.client, run_id, CHECKPOINT, dest)).result()
+        """Download `run_id`'s checkpoint into `dest`; None if it has none. A CheckpointError if it
+        is not the file vaelab uploaded (its digest differs from the one recorded then)."""
+        return self._worker.call(lambda: store.fetch_artifact(self.client, run_id, CHECKPOINT, dest,
+                                                              check=True)).result()
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)

@@ -24,6 +24,9 @@ except ImportError:  # Windows: no lock, as MLflow itself
 IDENTITY_TAG = "vaelab.identity"  # vaelab.identity.config_identity of the run's config and code
 FAILURE_TAG = "vaelab.failure"  # "error" when a run failed for a reason re-running would repeat
 MODEL_TAG = "vaelab.model_id"  # the run's logged model, once it is logged
+WEIGHTS = "vaelab/weights.pt"  # in the logged model: its state_dict, read with weights_only=True
+SPEC = "vaelab/spec.json"  # beside it: the model and likelihood configs that rebuild it
+DIGEST_TAG = "vaelab.sha256."  # + a file's name: its sha256 when vaelab wrote it
 LIBRARY_LOGGERS = ("mlflow", "sqlalchemy", "alembic", "urllib3", "vaelab.tracking.detail")
 
 
@@ -111,12 +114,28 @@ def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, c
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
 
-def fetch_artifact(client: Any, run_id: str, path: str, dest: Path) -> Path | None:
-    """Download the run's artifact `path` into `dest`; None if the run has none there."""
+def fetch_artifact(client: Any, run_id: str, path: str, dest: Path, check: bool = False) -> Path | None:
+    """Download the run's artifact `path` into `dest`; None if the run has none there. With
+    `check`, a file whose sha256 is not the one vaelab recorded when it wrote it is a
+    CheckpointError naming the run and the file (a run from before digests is not checked)."""
     if not any(f.path == path for f in client.list_artifacts(run_id, str(Path(path).parent))):
         return None
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(run_id, path, str(dest)))
+    local = Path(client.download_artifacts(run_id, path, str(dest)))
+    if check:
+        verify(client.get_run(run_id).data.tags, run_id, path, local)
+    return local
+
+
+def verify(tags: Mapping[str, str], run_id: str, path: str, local: Path) -> None:
+    """`local` (the run's artifact `path`) has the digest its run's tag recorded, or no tag exists."""
+    from vaelab.data.digest import sha256_file
+    from vaelab.errors import CheckpointError
+
+    expected = tags.get(DIGEST_TAG + Path(path).name)
+    if expected is not None and sha256_file(local) != expected:
+        reason = f"run {run_id}'s {path} is not the file vaelab wrote (its sha256 differs from the run's tag)"
+        raise CheckpointError(reason, reason=reason)
 
 
 class _Records:
@@ -154,28 +173,47 @@ def log_to_run(uri: str, run_id: str, metrics: Mapping[str, float], params: Mapp
         client.log_metric(run_id, key, value)
 
 
-def load_run(uri: str, run_id: str) -> tuple[Any, dict[str, str]]:
-    """The logged model of a run (on the CPU) and the run's params."""
+def load_run(uri: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """A run's logged model as its spec (the configs that rebuild it), its weights (on the CPU,
+    read with `weights_only=True`, checked against the digest logged with them) and the run's
+    params. Nothing from the store is unpickled: MLflow's pickled model is never read."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
+    import json
     import tempfile
 
     import mlflow.artifacts
-    import mlflow.pytorch
+    import torch
     from mlflow.exceptions import MlflowException
 
-    from vaelab.errors import ConfigError
+    from vaelab.errors import CheckpointError, ConfigError
 
     try:
         client = connect(uri)
         run = client.get_run(run_id)
         outputs = run.outputs.model_outputs if run.outputs else []
+        if not outputs:
+            raise ConfigError(f"run_id={run_id}: the run has no logged model")
+        location = client.get_logged_model(outputs[-1].model_id).artifact_location  # its last one
         with tempfile.TemporaryDirectory() as tmp:
-            if outputs:  # its last logged model (models are named after their run)
-                location = client.get_logged_model(outputs[-1].model_id).artifact_location
-                local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp, tracking_uri=uri)
-            else:  # runs logged before models had names
-                local = client.download_artifacts(run_id, "model", tmp)
-            model = mlflow.pytorch.load_model(local, map_location="cpu")
+            folder = Path(tmp)
+            try:
+                for name in (SPEC, WEIGHTS):
+                    mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{name}", dst_path=str(folder),
+                                                        tracking_uri=uri)
+            except MlflowException:
+                raise ConfigError(
+                    f"run_id={run_id}: its model was logged without {WEIGHTS}, and vaelab does not unpickle "
+                    f"a store's files; if you trust this store: mlflow.pytorch.load_model('{location}')") from None
+            for name in (SPEC, WEIGHTS):
+                verify(run.data.tags, run_id, name, folder / Path(name).name)
+            spec = json.loads((folder / Path(SPEC).name).read_text())
+            try:
+                weights = torch.load(folder / Path(WEIGHTS).name, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - a pickle with code in it is refused here
+                raise ConfigError(f"run_id={run_id}: its {WEIGHTS} is not plain weights "
+                                  f"({type(err).__name__}); refused") from None
     except MlflowException as err:
         raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
-    return model, run.data.params
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from None
+    return spec, weights, run.data.params
