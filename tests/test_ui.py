@@ -186,3 +186,45 @@ def test_the_dataset_column_names_the_data_and_the_run_describes_itself(page, ui
     sync_api.expect(page.get_by_text("vae-mlp-h256-z2-b1_0").first).to_be_visible()  # metrics linked to the model
     keep(page, shots, "ui_run_page")
     passed(request)
+
+
+def test_the_ui_cannot_be_written_through(ui, store):
+    """Any local user reaching `vaelab ui` could PUT over a run's model (HTTP 200) and so run code
+    as whoever evaluated it. The UI serves the store read-only: writes get 403, nothing changes."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    def call(method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{ui}{path}", data=body, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return reply.status, reply.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    status, found = call("POST", "/api/2.0/mlflow/runs/search", json.dumps({"experiment_ids": ["1"]}).encode())
+    assert status == 200
+    runs = json.loads(found)["runs"]
+    run_id = runs[0]["info"]["run_id"]
+    listed = call("GET", f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints")
+    assert listed[0] == 200 and "last.pt" in listed[1].decode()
+    before = sorted(p.stat().st_mtime_ns for p in (store / "mlartifacts").rglob("*") if p.is_file())
+    writes = [
+        ("PUT", f"/api/2.0/mlflow-artifacts/artifacts/1/{run_id}/artifacts/checkpoints/last.pt", b"planted"),
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/planted.pth", b"planted"),
+        ("DELETE", f"/api/2.0/mlflow-artifacts/artifacts/1/{run_id}/artifacts/checkpoints/last.pt", None),
+        ("POST", "/api/2.0/mlflow/runs/create", json.dumps({"experiment_id": "1"}).encode()),
+        ("POST", "/ajax-api/2.0/mlflow/runs/set-tag", json.dumps({"run_id": run_id, "key": "k", "value": "v"}).encode()),
+        ("POST", "/api/2.0/mlflow/runs/delete", json.dumps({"run_id": run_id}).encode()),
+        ("POST", "/api/2.0/mlflow/experiments/create", json.dumps({"name": "planted"}).encode()),
+    ]
+    for method, path, body in writes:
+        status, reply = call(method, path, body)
+        assert status == 403 and b"read-only" in reply, (method, path, status, reply[:200])
+    after = sorted(p.stat().st_mtime_ns for p in (store / "mlartifacts").rglob("*") if p.is_file())
+    assert after == before and not list((store / "mlartifacts").rglob("planted*"))
+    status, again = call("POST", "/api/2.0/mlflow/runs/search", json.dumps({"experiment_ids": ["1"]}).encode())
+    assert [r["info"] for r in json.loads(again)["runs"]] == [r["info"] for r in runs]
+    assert "k" not in {t["key"] for r in json.loads(again)["runs"] for t in r["data"].get("tags", [])}

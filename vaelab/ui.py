@@ -27,9 +27,10 @@ def default_store() -> str:
 
 def ui_server(store: str | None = None, host: str = DEFAULT_HOST, port: int | None = DEFAULT_PORT,
               artifacts: str | Path | None = None, log: Path | None = None) -> MlflowServer:
-    """The MLflow server over `store` (default: vaelab's), artifacts under vaelab's home."""
+    """The MLflow server over `store` (default: vaelab's), artifacts under vaelab's home, read-only:
+    another user of the machine who reaches it cannot change a run or plant a file in it."""
     return MlflowServer(store or default_store(), Path(artifacts or home() / "mlartifacts"),
-                        port=port, host=host, log=log)
+                        port=port, host=host, log=log, app="vaelab-readonly")
 
 
 @contextlib.contextmanager

@@ -27,8 +27,8 @@ class MlflowServer(Service):
     """
 
     def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None, host: str = "127.0.0.1",
-                 log: Path | None = None, workers: int = 1) -> None:
-        self.backend_uri, self.artifacts = backend_uri, Path(artifacts).resolve()
+                 log: Path | None = None, workers: int = 1, app: str | None = None) -> None:
+        self.backend_uri, self.artifacts, self.app = backend_uri, Path(artifacts).resolve(), app
         self.host, self.port, self.workers = host, port or free_port(host), workers
         self.log = Path(log) if log else self.artifacts.parent / "mlflow-server.log"
         self.daemon: Daemon | None = None
@@ -38,9 +38,11 @@ class MlflowServer(Service):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        """The `mlflow server` command line (no secrets: the store comes through `environment`)."""
+        """The `mlflow server` command line (no secrets: the store comes through `environment`);
+        `app` names an `mlflow.app` plugin: vaelab's read-only one, or MLflow's basic-auth."""
         return [sys.executable, "-m", "mlflow", "server", "--host", self.host, "--port", str(self.port),
-                "--workers", str(self.workers), "--serve-artifacts", "--artifacts-destination", str(self.artifacts)]
+                "--workers", str(self.workers), "--serve-artifacts", "--artifacts-destination", str(self.artifacts),
+                *(["--app-name", self.app] if self.app else [])]
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": self.backend_uri,
