@@ -35,7 +35,8 @@ def server_home():
 @pytest.fixture(scope="module")
 def server(server_home):
     """PostgreSQL + MLflow server, ready; afterwards both are stopped, whatever happened."""
-    with tracking_server(server_home / "postgres", server_home / "server-artifacts") as running:
+    with tracking_server(server_home / "postgres", server_home / "server-artifacts",
+                         login=server_home / "server-auth") as running:
         yield running
     assert not port_open(running.host, running.port), "the MLflow server still listens"
     assert not (server_home / "postgres" / "data" / "postmaster.pid").exists(), "PostgreSQL still runs"
@@ -68,7 +69,22 @@ class Lines:
         raise AssertionError(f"no line starting {prefix!r} in {timeout} s:\n" + "\n".join(self.lines[-30:]))
 
 
-def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_home):
+def refused_without_login(uri: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+    except urllib.error.HTTPError as err:
+        return err.code
+    return 200
+
+
+def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_home, monkeypatch):
+    """The server had no login: any local user could write to it. It runs MLflow's basic-auth
+    app, with an admin password made at the first start, printed that once, kept owner-only."""
+    from vaelab.services.login import read_credentials
+
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then what a process manager sends
         port = free_port()
         proc = subprocess.Popen(
@@ -79,6 +95,15 @@ def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_
             out = Lines(proc)
             uri = f"http://127.0.0.1:{port}"
             assert out.wait_for("tracking.uri=", timeout=240) == f"tracking.uri={uri}"
+            out.wait_for("Ctrl-C stops", timeout=30)
+            credentials = server_home / "server-auth" / "credentials"
+            user, password = read_credentials(credentials)
+            shown = [line for line in out.lines if line.startswith("login: ")]
+            assert shown == ([f"login: user admin, password {password}"] if sig == signal.SIGINT else [])
+            assert (credentials.stat().st_mode & 0o777, credentials.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+            assert refused_without_login(uri) == 401
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
             client = MlflowClient(uri)
             if sig == signal.SIGINT:
                 client.create_experiment("kept across restarts")
@@ -89,6 +114,8 @@ def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_
         finally:
             if proc.poll() is None:
                 proc.kill()
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
         time.sleep(0.2)  # the reader thread takes the last line
         assert out.lines[-1] == f"{sig.name}: every service stopped"
         assert not port_open("127.0.0.1", port)
@@ -102,14 +129,27 @@ def test_make_server_runs_that_command():
     assert "-m vaelab.services server --host 127.0.0.1 --port 5099" in dry.stdout, dry.stdout + dry.stderr
 
 
-def test_a_parallel_sweep_lands_in_postgres_through_the_server(server, mnist_root, tmp_path):
+def test_a_parallel_sweep_lands_in_postgres_through_the_server(server, mnist_root, tmp_path, monkeypatch):
+    """Through the login: the sweep's parent and both joblib workers pass it (tracking.credentials);
+    without it, one line and exit 2, before anything trains."""
     experiment = "server_sweep"
+    assert refused_without_login(server.uri) == 401
+    nobody = run_vaelab(*tracked_overrides(mnist_root, server.uri, experiment), cwd=tmp_path)
+    assert nobody.returncode == 2 and nobody.stderr.strip().splitlines() == [
+        f"vaelab: error: the tracking server {server.uri} refused vaelab (it asks for a login): pass its login "
+        "with tracking.credentials=<file> or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"], nobody.stderr
     out = run_vaelab(
         "--multirun", *tracked_overrides(mnist_root, server.uri, experiment),
+        f"tracking.credentials={server.login.credentials}",
         "tracking.artifact_location=null",  # the server's default: artifacts go through it
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,3", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    from vaelab.services.login import read_credentials
+
+    user, password = read_credentials(server.login.credentials)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
 
     parent, children = sweep_runs(server.uri, experiment)
     assert parent.info.status == "FINISHED"

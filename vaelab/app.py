@@ -29,7 +29,7 @@ from vaelab.checkpoint import load as load_checkpoint
 from vaelab.checkpoint import save as save_checkpoint
 from vaelab.config import validate
 from vaelab.data import Dataset, Source, default_root
-from vaelab.errors import CheckpointError, ConfigError, PreviousFailure, ResourceError
+from vaelab.errors import CheckpointError, ConfigError, PreviousFailure, ResourceError, VaelabError
 from vaelab.identity import config_identity
 from vaelab.linear_probe import probe_accuracy
 from vaelab.metrics import active_units, decode, encode_means, iw_nll, kl_per_dimension, reconstruct
@@ -71,7 +71,7 @@ def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     source = build("data", cfg.data)
     identity = config_identity(cfg, source.digest())
     device = resolve_device(cfg.trainer.device)
-    tracker: NullTracker = instantiate(cfg.tracking)
+    tracker: NullTracker = build("tracking", cfg.tracking)
     spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
     with spool.only_one():  # the same config started twice at once: the second waits, then skips
         return execute_alone(cfg, context, identity, tracker, spool, source, device, started)
@@ -340,10 +340,12 @@ def build(group: str, node: DictConfig, *args: object, **kwargs: object):  # noq
     """Instantiate `node._target_` with its keys, `args` and `kwargs`; a failure is a one-line ConfigError."""
     try:
         return instantiate(node, _partial_=True)(*args, **kwargs)
-    except ConfigError:
+    except VaelabError:
         raise
     except Exception as err:  # noqa: BLE001 - a bad config gets one line, not a traceback
         cause = err.__cause__ or err
+        if isinstance(cause, VaelabError):  # says what is wrong itself
+            raise cause from None
         raise ConfigError(f"{group} {node.get('_target_')} could not be built: {cause}") from None
 
 

@@ -222,6 +222,7 @@ class TrackingConfig:
     run_name: Optional[str] = key(None, "null: derived, e.g. mlp-h256-z2-b1.0, or in a sweep the values it varies")
     parent_run_id: Optional[str] = key(None, "the sweep's parent run; set for you by --multirun")
     log_model: bool = key(True, "log the trained model (with its test metrics) to MLflow")
+    credentials: Optional[str] = key(None, "a server's login: a file in MLflow's credentials format (make server's)")
     ui_url: Optional[str] = key(None, "UI address in the end-of-run link (null: the server at uri, else vaelab ui's)")
     connect_timeout_s: float = key(5.0, "seconds an unreachable store gets before it is a one-line error, before training")
     patience_s: float = key(120.0, "seconds a busy or failing store is retried; then training goes on unlogged")

@@ -30,12 +30,18 @@ def _stop(signum: int, frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     root = Path(args.home).resolve() if args.home else home()
-    with tracking_server(root / "postgres", root / "server-artifacts", port=args.port, host=args.host) as server:
+    with tracking_server(root / "postgres", root / "server-artifacts", port=args.port, host=args.host,
+                         login=root / "server-auth") as server:
+        credentials = server.login.credentials
         print(f"MLflow tracking server on PostgreSQL ready at {server.uri} (UI and API; data in {root})")
         print(f"tracking.uri={server.uri}")
-        print(f"  e.g. vaelab --multirun tracking.uri={server.uri} tracking.artifact_location=null"
-              " model.latent_dim=2,10\n  (artifact_location=null: artifacts go through the server)"
-              "\nCtrl-C stops the server and PostgreSQL.", flush=True)
+        if server.password:  # made on this start: shown this once
+            print(f"login: user admin, password {server.password}")
+        print(f"  the login is in {credentials} (yours only); vaelab reads it with tracking.credentials=,"
+              " MLflow's clients from ~/.mlflow/credentials or MLFLOW_TRACKING_USERNAME/PASSWORD")
+        print(f"  e.g. vaelab --multirun tracking.uri={server.uri} tracking.credentials={credentials}"
+              " tracking.artifact_location=null model.latent_dim=2,10\n  (artifact_location=null: artifacts go"
+              " through the server)\nCtrl-C stops the server and PostgreSQL.", flush=True)
         wait()
 
 

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from vaelab.services.login import Login
 from vaelab.services.postgres import PostgresServer
 from vaelab.services.process import Daemon, Service, ServiceError, free_port, port_open
 from vaelab.tracking.store import settle
@@ -27,11 +28,13 @@ class MlflowServer(Service):
     """
 
     def __init__(self, backend_uri: str, artifacts: Path, port: int | None = None, host: str = "127.0.0.1",
-                 log: Path | None = None, workers: int = 1, app: str | None = None) -> None:
-        self.backend_uri, self.artifacts, self.app = backend_uri, Path(artifacts).resolve(), app
+                 log: Path | None = None, workers: int = 1, app: str | None = None, login: Login | None = None) -> None:
+        self.backend_uri, self.artifacts, self.login = backend_uri, Path(artifacts).resolve(), login
+        self.app = "basic-auth" if login is not None else app
         self.host, self.port, self.workers = host, port or free_port(host), workers
         self.log = Path(log) if log else self.artifacts.parent / "mlflow-server.log"
         self.daemon: Daemon | None = None
+        self.password: str | None = None  # the login's admin password, on the start that made it
 
     @property
     def uri(self) -> str:
@@ -49,7 +52,7 @@ class MlflowServer(Service):
                # no job runner: its 7 consumer processes serve GenAI features vaelab does not use
                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI", None)
-        return env
+        return env | (self.login.environment() if self.login is not None else {})
 
     def prepare(self) -> None:
         """What the server needs before it starts, here or exec'd by `vaelab ui`: a free port (else
@@ -59,6 +62,8 @@ class MlflowServer(Service):
         if port_open(self.host, self.port):
             raise ServiceError(f"port {self.port} on {self.host} is taken: choose another (--port)")
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        if self.login is not None:
+            self.password = self.login.prepare()
         settle(self.backend_uri)
 
     def start(self) -> None:
@@ -88,10 +93,12 @@ class MlflowServer(Service):
 
 
 @contextlib.contextmanager
-def tracking_server(postgres_dir: Path, artifacts: Path, port: int | None = None,
-                    host: str = "127.0.0.1") -> Iterator[MlflowServer]:
+def tracking_server(postgres_dir: Path, artifacts: Path, port: int | None = None, host: str = "127.0.0.1",
+                    login: Path | None = None) -> Iterator[MlflowServer]:
     """PostgreSQL (data in `postgres_dir`, kept across restarts) and an MLflow server over it
-    (artifacts in `artifacts`, its log beside them); the server stops first, whatever happens."""
+    (artifacts in `artifacts`, its log beside them), with MLflow's login if `login` names the
+    folder of its files; the server stops first, whatever happens."""
     with PostgresServer(postgres_dir) as postgres, \
-            MlflowServer(postgres.url, artifacts, port=port, host=host) as server:
+            MlflowServer(postgres.url, artifacts, port=port, host=host,
+                         login=Login(login) if login is not None else None) as server:
         yield server

@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.data.digest import sha256_file
-from vaelab.errors import ResourceError, TrackingError
+from vaelab.errors import ConfigError, ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import store
@@ -39,6 +39,15 @@ from vaelab.tracking.worker import Worker, log, short_error, until_usable
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
 
 
+def login(credentials: str) -> tuple[str, str]:
+    from vaelab.services.login import read_credentials
+
+    try:
+        return read_credentials(credentials)
+    except ValueError as err:
+        raise ConfigError(f"tracking.credentials: {err}") from None
+
+
 class MlflowTracker(NullTracker):
     """One MLflow run per training job; `uri` is the store (`tracking.uri`)."""
 
@@ -46,8 +55,11 @@ class MlflowTracker(NullTracker):
 
     def __init__(self, uri: str, experiment: str = "vaelab", artifact_location: str | None = None,
                  parent_run_id: str | None = None, log_model: bool = True, run_name: str | None = None,  # noqa: ARG002
-                 ui_url: str | None = None, connect_timeout_s: float = 5.0, patience_s: float = 120.0) -> None:
+                 ui_url: str | None = None, connect_timeout_s: float = 5.0, patience_s: float = 120.0,
+                 credentials: str | None = None) -> None:
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
+        if credentials:  # in the environment, where MLflow's client (and every child process) finds them
+            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = login(credentials)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s

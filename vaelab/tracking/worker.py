@@ -40,9 +40,16 @@ def is_busy(err: BaseException) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+def refused(err: BaseException) -> str | None:
+    """What a server that asks for a login, or refuses it, said (HTTP 401 or 403), if it did."""
+    found = re.search(r"error code (401|403)\b", str(err))
+    return {"401": "it asks for a login", "403": "the login may not do this"}[found.group(1)] if found else None
+
+
 def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Callable[..., Any], *args: Any) -> Any:
     """`fn` until it succeeds, before anything trains: a store unreachable or refusing writes for
-    `connect_timeout_s` is an error; a busy one gets `patience_s`."""
+    `connect_timeout_s` is an error; a busy one gets `patience_s`; a server refusing the login
+    is an error at once."""
     from vaelab.errors import TrackingError
 
     started = time.monotonic()
@@ -51,6 +58,10 @@ def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Call
             return fn(*args)
         except Exception as err:  # noqa: BLE001 - anything here means the store is not usable
             detail.warning("the store is not usable yet", exc_info=err)
+            if why := refused(err):
+                raise TrackingError(f"the tracking server {uri} refused vaelab ({why}): pass its login with "
+                                    "tracking.credentials=<file> or MLFLOW_TRACKING_USERNAME and "
+                                    "MLFLOW_TRACKING_PASSWORD") from None
             if time.monotonic() - started > (patience_s if is_busy(err) else connect_timeout_s):
                 raise TrackingError(f"the tracking store {uri} cannot be reached or written: "
                                     f"{short_error(err)}; check tracking.uri") from None
