@@ -76,6 +76,17 @@ def write_fake_npz(path: Path, labels: bool = True, shape: tuple[int, ...] = (1,
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_default_store() -> None:
+    """A store MLflow makes where nobody asked (its default, ./mlflow.db or ./mlruns, in the folder
+    the tests run from) means something used MLflow without vaelab's explicit tracking URI."""
+    strays = [Path.cwd() / name for name in ("mlflow.db", "mlruns")]
+    before = {p for p in strays if p.exists()}
+    yield
+    made = [str(p) for p in strays if p.exists() and p not in before]
+    assert not made, f"MLflow's default store was created: {made}"
+
+
+@pytest.fixture(scope="session", autouse=True)
 def vaelab_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Everything vaelab writes by default (store, Hydra folders, checkpoints) goes to a temporary
     home, never into the checkout's runs/."""

@@ -187,3 +187,14 @@ def test_evaluate_without_a_run_is_one_line_and_writes_nothing_where_it_is_start
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "vaelab.evaluate: error: which run? python -m vaelab.evaluate run_id=<run id> [k=5000]"], out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # its folders live in vaelab's home
+
+
+def test_evaluate_help_lists_its_own_keys():
+    """It was Hydra's stock page, listing the internal schema/* groups and no word on run_id."""
+    out = subprocess.run([sys.executable, "-m", "vaelab.evaluate", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "schema/" not in out.stdout and "powered by Hydra" not in out.stdout
+    for key in ("run_id=???", "k=5000", "batch_size=20", "device=auto", "data.root=", "tracking.uri=sqlite:///",
+                "tracking.credentials=null"):
+        assert f"  {key}" in out.stdout, (key, out.stdout)

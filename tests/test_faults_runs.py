@@ -104,19 +104,37 @@ def test_a_run_stopped_mid_training_has_every_finished_epoch_in_the_store(tmp_pa
     assert [s for s, _ in histories(home, run.info.run_id)["test/loss"]][:3] == [1, 2, 3]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MB tmpfs, mounted as root (CI runs as root), unmounted whatever happens."""
+def mount_tmpfs(disk: Path, options: str) -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         if os.environ.get("CI"):
-            pytest.fail("CI runs as root: the full-disk test must run")
+            pytest.fail("CI runs as root: the full-disk and read-only home tests must run")
         pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True,
+    disk.mkdir(exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], capture_output=True,
                              text=True)
     if mounted.returncode != 0:  # a container without the right to mount
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()[:200]}")
+
+
+def test_a_read_only_home_is_one_line(tmp_path, slow_mnist):
+    """A home that cannot be written (even by root: a read-only filesystem) was a traceback, then
+    'free some space', which is not what is wrong."""
+    home = tmp_path / "readonly"
+    mount_tmpfs(home, "ro,size=1m")
+    try:
+        out = vaelab(*base_args(slow_mnist, home, "trainer.epochs=1"), home=home)
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"vaelab: error: Read-only file system: {home}/hydra; vaelab's home ({home}) must be writable: fix it, "
+        "or set VAELAB_HOME to a folder you can write"], out.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs, mounted as root (CI runs as root), unmounted whatever happens."""
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "size=24m")
     try:
         yield disk
     finally:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from vaelab.config import register_configs
 from vaelab.errors import VaelabError
 from vaelab.help import register_help_resolver
-from vaelab.paths import config_dir  # noqa: F401 - also imported from here by tests and tools
+from vaelab.paths import config_dir, home  # noqa: F401 - config_dir is also imported from here by tests and tools
 from vaelab.signals import Interrupted, forward_to_children, handle_signals
 
 
@@ -130,6 +130,16 @@ def parallel_jobs(launcher: DictConfig) -> int:
     return cores if n_jobs < 0 else max(1, min(int(n_jobs), cores))
 
 
+def os_error(err: OSError) -> str:
+    """A home (or Hydra's folder in it) that is full, read-only or not the user's, in one line."""
+    import errno
+
+    where = f"{err.strerror}: {err.filename or ''}"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{where}; vaelab's home ({home()}) must be writable: fix it, or set VAELAB_HOME to a folder you can write"
+    return f"{where}; free some space and run the same command again"
+
+
 def main() -> None:
     """The console script: `vaelab [ui] [overrides]`, Hydra's app with every error reported as
     vaelab's own, ending by `sys.exit` when it fails."""
@@ -158,9 +168,8 @@ def command() -> None:
         sys.exit(2)
     except Exception as err:
         message = config_error(err)  # first: Hydra's missing-config error is an OSError too
-        if message is None and isinstance(err, OSError) and err.strerror:  # vaelab's home or Hydra's folder,
-            message = (f"{err.strerror}: {err.filename or ''}; free some space (or fix the permissions) "  # full or
-                       "and run the same command again")  # read-only
+        if message is None and isinstance(err, OSError) and err.strerror:  # vaelab's home or Hydra's folder
+            message = os_error(err)
         if message is None:
             raise
         print(f"vaelab: error: {message}", file=sys.stderr)

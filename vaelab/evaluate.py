@@ -81,14 +81,44 @@ def as_the_run_saw_it(data_cfg: DictConfig, params: dict[str, str]) -> DictConfi
     return out
 
 
+KEYS = {  # `--help`: evaluate's own keys, and those of the groups it shares with training that matter here
+    "run_id": "the finished run to evaluate (its id: the UI, or the line a run ends with)",
+    "k": "importance samples per image; k = 1 is the ELBO",
+    "batch_size": "test images per batch (each expands to k samples, 500 at a time)",
+    "device": "auto (CUDA if there is one), cpu, cuda, cuda:1, mps",
+    "seed": "the sampling seed",
+    "data.root": "where the run's data set is (binarization and test limit are the run's own)",
+    "tracking.uri": "the store the run is in",
+    "tracking.credentials": "a server's login: a file in MLflow's credentials format",
+}
+
+
+def help_text(*, _root_: DictConfig) -> str:
+    from vaelab.help import shown
+
+    lines = []
+    for dotted, about in KEYS.items():
+        *group, name = dotted.split(".")
+        node = _root_[group[0]] if group else _root_
+        lines.append(f"  {f'{dotted}={shown(node, name)}':<40} {about}")
+    text = ("python -m vaelab.evaluate run_id=<id> [key=value ...]: the importance-weighted NLL (Burda et al.\n"
+            "2015) of a finished run's model on the test set as that run saw it, logged back to the run.\n"
+            "Its weights are read with weights_only=True and checked against their digest; nothing is unpickled.\n\n"
+            "== Keys ==\n" + "\n".join(lines) + "\n\ndata=<option> picks the run's data set (default mnist).")
+    return text.replace("$", "$$")  # Hydra passes the help through string.Template
+
+
 def main() -> None:
     """`python -m vaelab.evaluate run_id=<id> [k=5000] [batch_size=20]`."""
     import hydra
+    from omegaconf import OmegaConf
 
     from vaelab.config import register_configs
     from vaelab.paths import config_dir
 
     register_configs()
+    if not OmegaConf.has_resolver("vaelab_evaluate_help"):
+        OmegaConf.register_new_resolver("vaelab_evaluate_help", help_text)
 
     def task(cfg: DictConfig) -> float:
         from omegaconf import OmegaConf

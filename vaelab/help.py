@@ -48,11 +48,11 @@ def keys_text(cfg: DictConfig) -> str:
         for name in node:
             dotted = f"{group}.{name}"
             about = described.get(dotted) or (f"argument of {target}" if name != "_target_" else "the class")
-            lines.append(f"  {f'{dotted}={_value(node, name)}':<38} {about}")
+            lines.append(f"  {f'{dotted}={shown(node, name)}':<38} {about}")
     return "\n".join(lines)
 
 
-def _value(node: DictConfig, name: str) -> str:
+def shown(node: DictConfig, name: str) -> str:
     try:
         value = node[name]
     except Exception:  # noqa: BLE001 - an unresolvable value is shown as written
