@@ -270,7 +270,8 @@ def test_a_kept_picture_that_cannot_be_read_is_left_out_not_the_store(tracked_cf
     from vaelab.paths import home
 
     cfg = tracked_cfg("trainer.epochs=1")
-    outbox = home() / "checkpoints" / f"{config_identity(cfg)}-{instantiate(cfg.tracking).scope()}" / "outbox"
+    identity = config_identity(cfg, app.build("data", cfg.data).digest())
+    outbox = home() / "checkpoints" / f"{identity}-{instantiate(cfg.tracking).scope()}" / "outbox"
     outbox.mkdir(parents=True)
     (outbox / "1.npz").write_bytes(b"PK\x03\x04 cut short by a full disk")
     app.run(cfg)

@@ -35,15 +35,24 @@ def on_slurm(cluster: SlurmCluster) -> list[str]:
             "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 
 
-def test_a_two_job_sweep_lands_under_one_parent(cluster, mnist_root, mlflow_uri, tmp_path):
-    experiment = "slurm_sweep"
-    out = run_vaelab(
-        "--multirun", *tracked_overrides(mnist_root, mlflow_uri, experiment,
-                                         f"tracking.artifact_location={tmp_path / 'artifacts'}"),
-        *on_slurm(cluster), "model.latent_dim=2,3", cwd=tmp_path, env=cluster.env,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    parent, children = sweep_runs(mlflow_uri, experiment)
+def test_a_two_job_sweep_lands_under_one_parent_through_a_login(cluster, mnist_root, tmp_path, monkeypatch):
+    """Through a server with MLflow's login, as a cluster's shared server has: each SLURM job
+    passes it (tracking.credentials), so the sweep lands whole."""
+    from vaelab.services import MlflowServer
+    from vaelab.services.login import Login, read_credentials
+
+    experiment, folder = "slurm_sweep", tmp_path / "server"
+    with MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", login=Login(folder / "auth")) as server:
+        out = run_vaelab(
+            "--multirun", *tracked_overrides(mnist_root, server.uri, experiment, "tracking.artifact_location=null",
+                                             f"tracking.credentials={server.login.credentials}"),
+            *on_slurm(cluster), "model.latent_dim=2,3", cwd=tmp_path, env=cluster.env,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        for key, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+                              read_credentials(server.login.credentials)):
+            monkeypatch.setenv(key, value)
+        parent, children = sweep_runs(server.uri, experiment)
     assert parent.info.status == "FINISHED"
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
     assert [c.data.params["model.latent_dim"] for c in children] == ["2", "3"]

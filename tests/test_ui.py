@@ -225,6 +225,14 @@ def test_the_ui_cannot_be_written_through(ui, store):
         assert status == 403 and b"read-only" in reply, (method, path, status, reply[:200])
     after = sorted(p.stat().st_mtime_ns for p in (store / "mlartifacts").rglob("*") if p.is_file())
     assert after == before and not list((store / "mlartifacts").rglob("planted*"))
+    # a pickle planted on disk over a logged model (by whoever can write the files) is served as bytes, never run
+    from tests.test_trust import plant
+
+    marker, [pickled] = store / "pwned", list((store / "mlartifacts").rglob("data/model.pth"))[:1]
+    plant(pickled, marker)
+    served = pickled.relative_to(store / "mlartifacts")
+    assert call("GET", f"/api/2.0/mlflow-artifacts/artifacts/{served}")[0] == 200
+    assert not marker.exists()
     status, again = call("POST", "/api/2.0/mlflow/runs/search", json.dumps({"experiment_ids": ["1"]}).encode())
     assert [r["info"] for r in json.loads(again)["runs"]] == [r["info"] for r in runs]
     assert "k" not in {t["key"] for r in json.loads(again)["runs"] for t in r["data"].get("tags", [])}
