@@ -110,12 +110,16 @@ COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
 
 
 def other_command(args: list[str]) -> None:
-    """`vaelab ui [...]` serves the store; a bare `--shell-completion` explains itself; anything
+    """`vaelab ui [...]` serves the store, `vaelab compare ...` compares runs; a bare `--shell-completion` explains itself; anything
     else is left to the Hydra app."""
     if args[:1] == ["ui"]:
         from vaelab.ui import main as ui
 
         sys.exit(ui(args[1:]))
+    if args[:1] == ["compare"]:
+        from vaelab.compare import main as compare
+
+        sys.exit(compare(args[1:]))
     if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
         print(COMPLETION_USAGE, file=sys.stderr)
         sys.exit(2)

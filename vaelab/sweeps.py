@@ -121,18 +121,46 @@ def job_values(child: Any, keys: list[str]) -> dict[str, str]:
 
 def sweep_table(children: list[Any], keys: list[str] | None = None) -> str:
     """CSV of a sweep's children: one column per swept key, then status and final metrics,
-    rounded to what the eye compares (0.01 nats); metrics no child has are left out."""
+    rounded to what the eye compares (0.01 nats); metrics no child has are left out. A sweep
+    over `trainer.seed` adds each configuration's mean and standard deviation over its seeds."""
     keys = keys or []
     metrics = [m for m in SUMMARY_METRICS if any(m in c.data.metrics for c in children)]
+    seeds = seed_stats(children, keys, metrics) if "trainer.seed" in keys else None
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["job", "run_name", *short_keys(keys).values(), "status", *metrics, "run_id"])
+    spread = [f"{m} {s}" for m in metrics for s in ("mean", "std")] + ["seeds"] if seeds is not None else []
+    writer.writerow(["job", "run_name", *short_keys(keys).values(), "status", *metrics, *spread, "run_id"])
     for child in children:
         values = job_values(child, keys)
+        group = seeds[config_of(values)] if seeds is not None else []
         writer.writerow([child.data.tags.get("hydra.job.num", ""), child.info.run_name,
                          *(values[k] for k in keys), child.info.status,
-                         *(_number(child.data.metrics.get(m)) for m in metrics), child.info.run_id])
+                         *(_number(child.data.metrics.get(m)) for m in metrics), *group, child.info.run_id])
     return out.getvalue()
+
+
+def config_of(values: dict[str, str]) -> tuple:
+    return tuple(v for k, v in values.items() if k != "trainer.seed")
+
+
+def seed_stats(children: list[Any], keys: list[str], metrics: list[str]) -> dict[tuple, list[str]]:
+    """For each configuration (the swept values but the seed): mean and sample standard deviation
+    of every metric over its finished runs, and how many there are."""
+    import statistics
+
+    groups: dict[tuple, list[Any]] = {}
+    for child in children:
+        groups.setdefault(config_of(job_values(child, keys)), []).append(child)
+    out = {}
+    for config, members in groups.items():
+        done = [c for c in members if c.info.status == "FINISHED"]
+        row = []
+        for m in metrics:
+            found = [c.data.metrics[m] for c in done if m in c.data.metrics]
+            row += ([f"{statistics.fmean(found):.2f}", f"{statistics.stdev(found) if len(found) > 1 else 0.0:.2f}"]
+                    if found else ["", ""])
+        out[config] = [*row, str(len(done))]
+    return out
 
 
 def _number(value: float | None) -> str:

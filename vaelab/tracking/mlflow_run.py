@@ -28,7 +28,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.data.digest import sha256_file
-from vaelab.errors import ConfigError, ResourceError, TrackingError
+from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import store
@@ -37,15 +37,6 @@ from vaelab.tracking.presentation import FIGURES, job_tags, model_name, run_link
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
-
-
-def login(credentials: str) -> tuple[str, str]:
-    from vaelab.services.login import read_credentials
-
-    try:
-        return read_credentials(credentials)
-    except ValueError as err:
-        raise ConfigError(f"tracking.credentials: {err}") from None
 
 
 class MlflowTracker(NullTracker):
@@ -58,8 +49,8 @@ class MlflowTracker(NullTracker):
                  ui_url: str | None = None, connect_timeout_s: float = 5.0, patience_s: float = 120.0,
                  credentials: str | None = None) -> None:
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
-        if credentials:  # in the environment, where MLflow's client (and every child process) finds them
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = login(credentials)
+        if credentials:
+            store.use_credentials(credentials)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s

@@ -60,6 +60,7 @@ def sqlite_path(uri: str | None) -> Path | None:
 def connect(uri: str) -> Any:
     """An `MlflowClient` for `uri`, its store opened (a new SQLite store's tables made) under the lock."""
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's records go where vaelab says
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are vaelab's business
     from mlflow import MlflowClient
 
     with opening(uri):
@@ -112,6 +113,18 @@ def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, c
     digest = hashlib.md5(np.ascontiguousarray(images).data).hexdigest()[:8]  # releases the GIL
     dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+
+def use_credentials(path: str) -> None:
+    """A server's login from `path` (MLflow's credentials format) into the environment, where
+    MLflow's client, and every process started from this one (a sweep's workers and jobs), find it."""
+    from vaelab.errors import ConfigError
+    from vaelab.services.login import read_credentials
+
+    try:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = read_credentials(path)
+    except ValueError as err:
+        raise ConfigError(f"tracking.credentials: {err}") from None
 
 
 def fetch_artifact(client: Any, run_id: str, path: str, dest: Path, check: bool = False) -> Path | None:
@@ -177,7 +190,6 @@ def load_run(uri: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any], dic
     """A run's logged model as its spec (the configs that rebuild it), its weights (on the CPU,
     read with `weights_only=True`, checked against the digest logged with them) and the run's
     params. Nothing from the store is unpickled: MLflow's pickled model is never read."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one model, no bar
     import json
     import tempfile
 

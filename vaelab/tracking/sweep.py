@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 SWEEP_IDENTITY_TAG = "vaelab.sweep_identity"
 BEST_METRICS = ("test/loss", "test/recon", "test/kl")
 BEST_TAG = "vaelab.best_run_id"
+REPORT = "sweep_report.html"
 
 
 class _Store(NamedTuple):
@@ -145,7 +146,7 @@ class SweepParentRun(Callback):
         os.environ.pop(PARENT_ENV, None)
         client = connect(self.store.uri)
         try:
-            log_sweep_summary(client, parent_id)
+            log_sweep_summary(client, parent_id, self.store, self.sweep_dir)
         except Exception as err:  # noqa: BLE001 - the summary must not keep the parent open
             print(f"vaelab: the sweep summary could not be logged: {short_error(err)}", file=sys.stderr)
         finally:
@@ -159,8 +160,9 @@ def sweep_children(client: Any, parent_id: str) -> list[Any]:
     return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
 
 
-def log_sweep_summary(client: Any, parent_id: str) -> None:
-    """Name, params, best metrics, the children's CSV and the figures of a sweep's parent run."""
+def log_sweep_summary(client: Any, parent_id: str, where: _Store | None = None, folder: Path | None = None) -> None:
+    """Name, params, best metrics, the children's CSV, the figures and the report (`sweep_report.html`,
+    also written into the sweep's folder) of a sweep's parent run."""
     from mlflow.entities import Metric, Param
 
     parent = client.get_run(parent_id)
@@ -180,6 +182,24 @@ def log_sweep_summary(client: Any, parent_id: str) -> None:
         client.set_tag(parent_id, "vaelab.best_run_name", best.info.run_name)
     client.log_text(parent_id, sweep_table(children, keys), "sweep_summary.csv")
     log_sweep_figures(client, parent_id, children, sweep_name(keys, len(children)))
+    if where is not None and children:
+        log_sweep_report(client, parent_id, children, sweep_name(keys, len(children)), where, folder)
+
+
+def log_sweep_report(client: Any, parent_id: str, children: list[Any], title: str, where: _Store,
+                     folder: Path | None) -> None:
+    """Every job's results, curves and final pictures on one page, rebuilt at each end of the sweep."""
+    from vaelab.report import report_html
+    from vaelab.tracking.views import run_views
+
+    page = report_html(run_views(client, children, where.uri, where.ui_url), title,
+                       f"{len(children)} runs of sweep parent {parent_id} in experiment {where.experiment} ({where.uri})")
+    client.log_text(parent_id, page, REPORT)
+    if folder is not None:
+        try:
+            (folder / REPORT).write_text(page, encoding="utf-8")
+        except OSError as err:
+            log.warning("the sweep report could not be written into %s: %s", folder, err.strerror)
 
 
 def log_sweep_figures(client: Any, parent_id: str, children: list[Any], title: str) -> None:
