@@ -236,3 +236,27 @@ def test_the_ui_cannot_be_written_through(ui, store):
     status, again = call("POST", "/api/2.0/mlflow/runs/search", json.dumps({"experiment_ids": ["1"]}).encode())
     assert [r["info"] for r in json.loads(again)["runs"]] == [r["info"] for r in runs]
     assert "k" not in {t["key"] for r in json.loads(again)["runs"] for t in r["data"].get("tags", [])}
+
+
+def test_the_sweep_report_opens_with_its_pictures_from_the_file_and_the_artifacts_tab(page, store, shots, request):
+    """MLflow's UI shows at most 10 runs' images and no sweep-wide page: the report shows all."""
+    from mlflow import MlflowClient
+
+    report = next(store.glob("multirun/*/*/sweep_report.html"))
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    [parent] = client.search_runs(["1"], "tags.sweep = 'parent'")
+    loaded = "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+    tab = page.context.new_page()
+    tab.goto(report.as_uri())
+    pictures = tab.evaluate(loaded)
+    assert len(pictures) >= 2 * 3 + 1 and all(pictures), pictures  # 2 jobs x 3 pictures (+ 1 manifold), curves
+    keep(tab, shots, "sweep_report_file", full_page=True)
+    tab.close()
+    page.goto(page.url.split("#")[0] + f"#/experiments/1/runs/{parent.info.run_id}/artifacts")
+    page.get_by_text("sweep_report.html").first.click()
+    frame = page.frame_locator("iframe").first
+    frame.locator("h1").first.wait_for()
+    shown = frame.locator("img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
+    assert len(shown) == len(pictures) and all(shown), shown
+    keep(page, shots, "sweep_report_artifacts_tab")
+    passed(request)

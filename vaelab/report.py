@@ -141,7 +141,7 @@ def runs_table(runs: list[RunView], keys: list[str], metrics: list[str]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "status", *keys, *metrics, "run id"])
     rows = []
     for r in runs:
-        name = f"<a href='{esc(r.link)}'>{esc(r.name)}</a>" if r.link else esc(r.name)
+        name = f"<a href='{esc(r.link)}' target=_blank>{esc(r.name)}</a>" if r.link else esc(r.name)
         cells = [name, esc(r.status), *(esc(r.params.get(k, "")) for k in keys),
                  *(number(r.metrics.get(m)) for m in metrics), f"<code>{esc(r.run_id)}</code>"]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
