@@ -43,6 +43,7 @@ class PastRun:
     logged_epochs: set[int] = field(default_factory=set)  # steps of test/loss already in the store
     metric_keys: set[str] = field(default_factory=set)  # every metric it has
     has_model: bool = False
+    checkpoint_epoch: int | None = None  # the epoch of its checkpoint in the store
 
     def process_alive(self) -> bool:
         """Whether the process that owns a RUNNING run still exists (only knowable on its host)."""
@@ -98,6 +99,10 @@ class NullTracker:
         done: Future = Future()
         done.set_result(None)
         return done
+
+    def lookup(self, identity: str) -> PastRun | None:
+        """The earlier run of this identity, read now, changing nothing in the store."""
+        return None
 
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",

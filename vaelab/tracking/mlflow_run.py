@@ -79,6 +79,10 @@ class MlflowTracker(NullTracker):
             store.route_library_logs(log_dir / "tracking.log")
         return self._worker.call(self._usable, self._lookup, identity)
 
+    def lookup(self, identity: str) -> PastRun | None:
+        return until_usable(self.uri, self.connect_timeout_s, self.patience_s,
+                            lambda: store.lookup(store.connect(self.uri), self.experiment, identity))
+
     def _usable(self, fn: Callable[..., Any], *args: Any) -> Any:
         return until_usable(self.uri, self.connect_timeout_s, self.patience_s, fn, *args)
 

@@ -103,7 +103,15 @@ def find_run(client: Any, experiment_id: str, identity: str) -> PastRun | None:
         test_loss=run.data.metrics.get("test/loss"), failure=tags.get(FAILURE_TAG), error=tags.get("error"),
         host=tags.get("vaelab.host"), pid=int(tags["vaelab.pid"]) if tags.get("vaelab.pid", "").isdigit() else None,
         logged_epochs={m.step for m in client.get_metric_history(run.info.run_id, "test/loss")},
-        metric_keys=set(run.data.metrics), has_model=MODEL_TAG in tags)
+        metric_keys=set(run.data.metrics), has_model=MODEL_TAG in tags,
+        checkpoint_epoch=int(tags["vaelab.checkpoint_epoch"]) if tags.get("vaelab.checkpoint_epoch", "").isdigit()
+        else None)
+
+
+def lookup(client: Any, experiment: str, identity: str) -> PastRun | None:
+    """`find_run` in the experiment named `experiment`, changing nothing (no experiment: None)."""
+    found = client.get_experiment_by_name(experiment)
+    return find_run(client, found.experiment_id, identity) if found is not None else None
 
 
 def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, context: str) -> None:
