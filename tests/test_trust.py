@@ -11,7 +11,8 @@ from mlflow import MlflowClient
 
 from vaelab import app
 from vaelab.errors import CheckpointError, ConfigError
-from vaelab.evaluate import evaluate_run, untrusted
+from vaelab.config import untrusted
+from vaelab.evaluate import evaluate_run
 from vaelab.paths import config_dir
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def test_evaluate_reads_weights_only_and_refuses_a_changed_file(tracked_cfg, mni
 
 def test_a_spec_naming_other_code_is_refused():
     spec = {"model": {"_target_": "vaelab.models.MLPVAE", "activation": "torch.nn.ReLU", "hidden": [1, 2]},
-            "likelihood": {"_target_": "os.system", "name": "x.y", "beta": "1.5"}}
+            "likelihood": {"_target_": "os.system", "name": "x.y", "beta": "1.5"}, "opt": "torch.optim.Adam"}
     assert list(untrusted(spec)) == ["os.system", "x.y"]
 
 

@@ -110,7 +110,7 @@ COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
 
 
 def other_command(args: list[str]) -> None:
-    """`vaelab ui [...]` serves the store, `vaelab compare ...` compares runs, `vaelab plan ...` tells what a sweep would do; a bare `--shell-completion` explains itself; anything
+    """`vaelab ui [...]` serves the store, `vaelab compare ...` compares runs, `vaelab plan ...` tells what a sweep would do, `vaelab reproduce RUN` trains a run again; a bare `--shell-completion` explains itself; anything
     else is left to the Hydra app."""
     if args[:1] == ["ui"]:
         from vaelab.ui import main as ui
@@ -124,6 +124,10 @@ def other_command(args: list[str]) -> None:
         from vaelab.plan import main as plan
 
         sys.exit(plan(args[1:]))
+    if args[:1] == ["reproduce"]:
+        from vaelab.reproduce import main as reproduce
+
+        sys.exit(reproduce(args[1:]))
     if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
         print(COMPLETION_USAGE, file=sys.stderr)
         sys.exit(2)

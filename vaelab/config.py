@@ -8,6 +8,7 @@ anything runs. `validate` adds the range checks that types cannot express; it ra
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -342,3 +343,22 @@ def _select(cfg: DictConfig, key: str) -> Any:
             raise ConfigError(f"{key} is required but missing from the config")
         node = node[part]
     return node
+
+
+# What a config read back from a store may name: vaelab's classes, torch's layers and optimizers and
+# torchvision's data sets (their download).
+# Instantiating anything else would run code the store chose (`vaelab.evaluate`, `vaelab reproduce`).
+TRUSTED = ("vaelab.", "torch.nn.", "torch.optim.", "torchvision.datasets.")
+DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def untrusted(tree: Any) -> Iterator[str]:
+    """Every dotted name in `tree` (a `_target_`, an activation class, ...) outside TRUSTED."""
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from untrusted(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from untrusted(value)
+    elif isinstance(tree, str) and DOTTED.fullmatch(tree) and not tree.startswith(TRUSTED):
+        yield tree

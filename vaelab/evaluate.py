@@ -6,15 +6,14 @@ An entry point like `__main__`: it imports the library, nothing in the library i
 from __future__ import annotations
 
 import gc
-import re
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from vaelab.config import untrusted
 from vaelab.errors import ConfigError, VaelabError
 from vaelab.metrics import iw_nll
 
@@ -40,35 +39,17 @@ def evaluate_run(cfg: DictConfig) -> float:
     return nll
 
 
-# What a model logged by vaelab is built from; a spec from a store naming anything else is refused,
-# since instantiating it would run code the store chose.
-TRUSTED = ("vaelab.", "torch.nn.")
-DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
-
-
 def rebuild_model(spec: dict[str, Any], run_id: str) -> torch.nn.Module:
     """The model `spec` (logged beside its weights) describes, untrained, on the CPU."""
     from omegaconf import OmegaConf
 
     from vaelab.app import build
 
-    for name in untrusted(spec):
+    for name in untrusted(spec):  # instantiating it would run code the store chose
         raise ConfigError(f"run_id={run_id}: its logged model names {name}, which is not vaelab's or torch.nn's: "
                           "refused")
     likelihood = build("likelihood", OmegaConf.create(spec["likelihood"]), dim=spec["dim"])
     return build("model", OmegaConf.create(spec["model"]), image_shape=spec["image_shape"], likelihood=likelihood)
-
-
-def untrusted(tree: Any) -> Iterator[str]:
-    """Every dotted name in `tree` outside TRUSTED (a `_target_`, an activation class, ...)."""
-    if isinstance(tree, dict):
-        for value in tree.values():
-            yield from untrusted(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from untrusted(value)
-    elif isinstance(tree, str) and DOTTED.fullmatch(tree) and not tree.startswith(TRUSTED):
-        yield tree
 
 
 def as_the_run_saw_it(data_cfg: DictConfig, params: dict[str, str]) -> DictConfig:

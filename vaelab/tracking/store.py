@@ -183,6 +183,32 @@ def route_library_logs(path: Path) -> None:
     _Records.handler = handler
 
 
+def logged_config(uri: str, run_id: str) -> tuple[Any, str, list[str]]:
+    """A run (its entity), its logged config (Hydra's `config.yaml`, as text) and its overrides."""
+    import tempfile
+
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from vaelab.errors import ConfigError
+
+    client = connect(uri)
+    try:
+        run = client.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(client.download_artifacts(run_id, "hydra/config.yaml", tmp)).read_text()
+            overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "hydra/overrides.yaml", tmp)).read_text())
+    except MlflowException as err:
+        raise ConfigError(f"run {run_id}: no such run with a logged config in {uri} ({err.message[:160]})") from None
+    return run, config, list(overrides or [])
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    client = connect(uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
 def log_to_run(uri: str, run_id: str, metrics: Mapping[str, float], params: Mapping[str, Any] | None = None) -> None:
     """Add metrics (and params not yet set) to a finished run, keeping its status."""
     client = connect(uri)
