@@ -22,8 +22,9 @@ def test_a_sweep_is_named_by_the_keys_it_varies_and_its_jobs_by_their_values():
     assert swept_keys(sweep.split()) == ["model.latent_dim", "loss.beta"]
     assert sweep_name(["model.latent_dim", "loss.beta"], 4) == "sweep latent_dim×beta (4)"
     job = ["data.root=/x", "model.latent_dim=10", "loss.beta=4", "trainer.epochs=3"]
-    assert sweep_job_name(sweep, job) == "latent_dim=10 beta=4"
+    assert sweep_job_name(sweep, job) == "z10 β4"  # the UI's runs table cuts names at ~12 characters
     assert sweep_job_name("trainer.epochs=3", job) is None  # nothing swept: the default name stays
+    assert sweep_job_name("model=mlp,conv kl.free_bits=0.5,1", ["model=conv", "kl.free_bits=1"]) == "conv free_bits=1"
     assert short_keys(["model.beta", "loss.beta", "trainer.seed"]) == {
         "model.beta": "model.beta", "loss.beta": "loss.beta", "trainer.seed": "seed"}
 
@@ -47,7 +48,7 @@ def test_the_parent_shares_what_every_child_has_and_lists_the_swept_values():
 def test_the_description_gives_the_command_and_the_final_results():
     note = run_note("vaelab model.latent_dim=10", {"test/loss": (151.234, 30, 0), "lr": (0.001, 30, 0)},
                     "FINISHED", None)
-    assert "vaelab model.latent_dim=10" in note and "| test/loss | 151.23 | 30 |" in note and "lr" not in note
+    assert "vaelab model.latent_dim=10" in note and "| test/loss | 151.23 |" in note and "(epoch 30;" in note and "lr" not in note
     assert "**KILLED**" in run_note("vaelab", {}, "KILLED", "KeyboardInterrupt")
 
 

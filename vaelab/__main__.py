@@ -100,6 +100,7 @@ def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest
         job_num=hc.job.num if multirun else None,
         sweep_dir=hc.sweep.dir if multirun else None,
         parallel_jobs=parallel_jobs(hc.launcher) if multirun else 1,
+        choices={g: str(c) for g, c in hc.runtime.choices.items() if c is not None and not g.startswith(("hydra", "schema"))},
     )
 
 
@@ -110,8 +111,9 @@ COMPLETION_USAGE = """vaelab: --shell-completion needs what to do, e.g.
 
 
 def other_command(args: list[str]) -> None:
-    """`vaelab ui [...]` serves the store, `vaelab compare ...` compares runs, `vaelab plan ...` tells what a sweep would do, `vaelab reproduce RUN` trains a run again; a bare `--shell-completion` explains itself; anything
-    else is left to the Hydra app."""
+    """`vaelab ui [...]` serves the store, `vaelab compare ...` compares runs, `vaelab plan ...`
+    tells what a sweep would do, `vaelab reproduce RUN` trains a run again; a bare
+    `--shell-completion` explains itself; anything else is left to the Hydra app."""
     if args[:1] == ["ui"]:
         from vaelab.ui import main as ui
 

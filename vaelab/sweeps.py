@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import logging
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,8 @@ def job_table(records: list[JobRecord], parent_id: str | None) -> str:
         loss = f"{r.test_loss:.2f}" if r.test_loss is not None else "-"
         varied = " ".join(o for o in r.overrides if o not in shared) or "(none)"
         lines.append(f"{r.job if r.job is not None else '-':>4}  {r.status:<9} {loss:>9}  {varied}")
-        if r.error and r.status in FAILED_STATUSES:
-            lines.append(f"{'':>4}  {r.error.splitlines()[0][:160]}")
+        if r.error and r.status in FAILED_STATUSES:  # whole words, at most three lines
+            lines += [f"{'':>4}  {part}" for part in textwrap.wrap(r.error.splitlines()[0], 100, max_lines=3)]
     return "\n".join(lines)
 
 
@@ -193,10 +194,23 @@ def best_child(children: list[Any]) -> Any | None:
     return min(done, key=lambda c: c.data.metrics["test/loss"], default=None)
 
 
+# Short names of the keys sweeps vary most, so that the UI's runs table, which cuts names at about 12
+# characters, still tells the jobs apart (`z2 β1`, `z10 β4`); the full values are in params and tags.
+ALIASES = {"model.latent_dim": "z", "loss.beta": "β", "optimizer.lr": "lr", "trainer.seed": "seed",
+           "model.hidden_dim": "h", "model.depth": "depth", "trainer.batch_size": "bs", "trainer.epochs": "ep",
+           "loss.k": "k", "optimizer.weight_decay": "wd"}
+
+
 def sweep_job_name(sweep_overrides: str, job_overrides: list[str]) -> str | None:
-    """A sweep job's name: the values of the keys the sweep varies, e.g. `latent_dim=2 beta=4`."""
+    """A sweep job's name: the values of the keys the sweep varies, shortest first: `z2 β4`; a
+    config group by its option (`conv`), other keys as `name=value`."""
     swept = swept_keys(sweep_overrides.split())
     values = dict(o.split("=", 1) for o in job_overrides if "=" in o)
     short = short_keys(swept)
-    parts = [f"{short[k]}={values[k]}" for k in swept if k in values]
-    return " ".join(parts) or None
+
+    def part(key: str) -> str:
+        if key in ALIASES:
+            return f"{ALIASES[key]}{values[key]}"
+        return values[key] if "." not in key else f"{short[key]}={values[key]}"
+
+    return " ".join(part(k) for k in swept if k in values) or None

@@ -26,6 +26,7 @@ class RunContext:
     job_num: int | None = None
     sweep_dir: str | None = None
     parallel_jobs: int = 1  # jobs the launcher runs at once on this machine (joblib's n_jobs)
+    choices: dict[str, str] = field(default_factory=dict)  # the option of each config group: model=mlp, ...
 
 
 @dataclass

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -37,6 +38,17 @@ from vaelab.tracking.presentation import FIGURES, job_tags, model_name, run_link
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
+
+
+# Params are what a researcher compares: the options chosen (model=mlp) and the values of the config.
+# Class paths and md5 digests say nothing there (the choice names the class; the data's digest is in
+# its dataset input): they stay in the logged config (hydra/config.yaml). Also kept out: where data
+# comes from (data.root, download, offline), which changes by machine, not by result.
+NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline)(\.|$)")
+
+
+def compared_params(choices: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Any]:
+    return {**choices, **{k: v for k, v in config.items() if not NOT_PARAMS.search(k)}}
 
 
 class MlflowTracker(NullTracker):
@@ -137,7 +149,7 @@ class MlflowTracker(NullTracker):
     def _describe_job(self, cfg: DictConfig, context: RunContext) -> None:
         """The config as params (a new run's: params are write-once) and Hydra's job folder."""
         if self._past is None:
-            params = flatten(OmegaConf.to_container(cfg, resolve=True))
+            params = compared_params(context.choices, flatten(OmegaConf.to_container(cfg, resolve=True)))
             keys = list(params)
             for start in range(0, len(keys), 100):  # MLflow takes 100 params a batch
                 self._log_batch({}, None, 0, {k: params[k] for k in keys[start:start + 100]})

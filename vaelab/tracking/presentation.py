@@ -56,8 +56,10 @@ def run_note(command: str, latest: Mapping[str, tuple[float, int, int]], status:
         lines += [f"**{status}**: `{error[:500]}`", ""]
     shown = [k for k in NOTE_METRICS if k in latest]
     if shown:
-        lines += ["**Final results** (nats/image)", "", "| metric | value | epoch |", "|---|---|---|"]
-        lines += [f"| {k} | {latest[k][0]:.2f} | {latest[k][1]} |" for k in shown]
+        epochs = sorted({latest[k][1] for k in shown})
+        at = f"epoch {epochs[0]}" if len(epochs) == 1 else "epochs " + ", ".join(map(str, epochs))
+        lines += [f"**Final results** ({at}; losses in nats/image)", "", "| metric | value |", "|:---|---:|"]
+        lines += [f"| {k} | {latest[k][0]:.2f} |" for k in shown]
     return "\n".join(lines)
 
 
