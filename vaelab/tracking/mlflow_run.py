@@ -13,13 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
-import re
 import socket
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,23 +29,14 @@ from vaelab.data.digest import sha256_file
 from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
-from vaelab.tracking import store
+from vaelab.tracking import outbox, store
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
-from vaelab.tracking.presentation import FIGURES, job_tags, model_name, run_link, run_note, ui_base, ui_hint
+from vaelab.tracking.presentation import (
+    FIGURES, compared_params, job_tags, model_name, run_link, run_note, ui_base, ui_hint,
+)
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
-
-
-# Params are what a researcher compares: the options chosen (model=mlp) and the values of the config.
-# Class paths and md5 digests say nothing there (the choice names the class; the data's digest is in
-# its dataset input): they stay in the logged config (hydra/config.yaml). Also kept out: where data
-# comes from (data.root, download, offline), which changes by machine, not by result.
-NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline)(\.|$)")
-
-
-def compared_params(choices: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Any]:
-    return {**choices, **{k: v for k, v in config.items() if not NOT_PARAMS.search(k)}}
 
 
 class MlflowTracker(NullTracker):
@@ -240,33 +228,13 @@ class MlflowTracker(NullTracker):
             self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
 
     def _keep(self, key: str, image: np.ndarray, step: int | None) -> None:
-        """A picture the store could not take, into the outbox for the next run of this config:
-        written whole or not at all (the disk that failed the store may be full)."""
-        if self._outbox is None:
-            return
-        path = self._outbox / f"{time.time_ns()}.npz"
-        partial = path.with_suffix(".part")
-        try:
-            self._outbox.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as f:
-                np.savez(f, image=image, key=key, step=-1 if step is None else step)
-            os.replace(partial, path)
-        except OSError as err:
-            partial.unlink(missing_ok=True)
-            log.warning("the %s picture could not be kept for a re-run: %s", key, err.strerror)
+        if self._outbox is not None:
+            outbox.keep(self._outbox, key, image, step)
 
     def _log_outbox(self) -> None:
-        """The pictures an earlier run of this config could not log (its store was down); one
-        that cannot be read is passed over."""
-        for path in sorted(self._outbox.glob("*.npz")) if self._outbox and self._outbox.is_dir() else []:
-            try:
-                with np.load(path) as kept:
-                    key, image, step = str(kept["key"]), kept["image"], int(kept["step"])
-            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
-                log.warning("a kept picture could not be read, left out: %s (%s)", path.name, short_error(err))
-            else:
-                self._picture(key, image, None if step < 0 else step)
-            path.unlink()
+        """The pictures an earlier run of this config could not log (its store was down)."""
+        for key, image, step in outbox.kept(self._outbox) if self._outbox is not None else []:
+            self._picture(key, image, step)
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
         """An MLflow dataset input: the Dataset column shows `name` and a digest of the images as
@@ -296,11 +264,9 @@ class MlflowTracker(NullTracker):
             mlflow.pytorch.save_model(model, folder, signature=signature,
                                       pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
                                       serialization_format="pickle")  # a plain nn.Module back from load_model
-            (folder / store.SPEC).parent.mkdir()
-            (folder / store.SPEC).write_text(json.dumps(spec, indent=1))
-            torch.save(model.state_dict(), folder / store.WEIGHTS)
+            store.write_weights(folder, model, spec)
             self.client.log_model_artifacts(logged.model_id, str(folder))
-            self._set_digests(folder / store.WEIGHTS, folder / store.SPEC)
+            store.tag_digests(self.client, self.run_id, [folder / store.WEIGHTS, folder / store.SPEC])
         self.client.finalize_logged_model(logged.model_id, "READY")
         for key, (value, step, stamp) in self._latest.items():  # the final rows, linked to the model
             if key.startswith("test/"):
@@ -308,16 +274,9 @@ class MlflowTracker(NullTracker):
         self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.client.set_tag(self.run_id, store.MODEL_TAG, logged.model_id)
 
-    def _set_digests(self, *paths: Path, **tags: str) -> None:
-        from mlflow.entities import RunTag
-
-        tags |= {store.DIGEST_TAG + path.name: sha256_file(path) for path in paths}
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-
     def log_checkpoint(self, path: Path, epoch: int) -> None:
-        """Upload the checkpoint just written to `path` (last.pt, replaced atomically by the next
-        one: an upload reads the file it opened) so that any machine reaching the store can
-        resume the run. An upload still queued when a newer one comes is dropped."""
+        """Upload the checkpoint just written to `path` (replaced atomically by the next one), for
+        any machine reaching the store to resume the run; a newer upload drops one still queued."""
         self._worker.submit(self._upload, path, epoch, keep=True, replaces="checkpoint")
 
     def _upload(self, path: Path, epoch: int) -> None:
@@ -326,7 +285,8 @@ class MlflowTracker(NullTracker):
             digest = sha256_file(path)
             self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
             if path.stat().st_ino == before:  # else a newer checkpoint, whose upload is queued
-                self._set_digests(**{"vaelab.checkpoint_epoch": str(epoch), store.DIGEST_TAG + path.name: digest})
+                store.tag_digests(self.client, self.run_id, [], {"vaelab.checkpoint_epoch": str(epoch),
+                                                                 store.DIGEST_TAG + path.name: digest})
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
         """Download `run_id`'s checkpoint into `dest`; None if it has none. A CheckpointError if it

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vaelab.tracking.base import RunContext
@@ -82,3 +82,14 @@ def job_tags(context: RunContext) -> dict[str, str]:
     if context.sweep_dir:
         tags["hydra.sweep.dir"] = context.sweep_dir
     return tags
+
+
+# Params are what a researcher compares: the options chosen (model=mlp) and the values of the config.
+# Class paths and md5 digests say nothing there (the choice names the class; the data's digest is in
+# its dataset input): they stay in the logged config (hydra/config.yaml). Also kept out: where data
+# comes from (data.root, download, offline), which changes by machine, not by result.
+NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline)(\.|$)")
+
+
+def compared_params(choices: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Any]:
+    return {**choices, **{k: v for k, v in config.items() if not NOT_PARAMS.search(k)}}

@@ -123,6 +123,25 @@ def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, c
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
 
+def write_weights(folder: Path, model: Any, spec: Mapping[str, Any]) -> None:
+    """Beside a model MLflow saved in `folder`: its state_dict and the configs that rebuild it."""
+    import torch
+
+    (folder / SPEC).parent.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC).write_text(json.dumps(spec, indent=1))
+    torch.save(model.state_dict(), folder / WEIGHTS)
+
+
+def tag_digests(client: Any, run_id: str, paths: list[Path], tags: Mapping[str, str] | None = None) -> None:
+    """`tags` and, for each file, its sha256 (tag `vaelab.sha256.<name>`), checked when it is read back."""
+    from mlflow.entities import RunTag
+
+    from vaelab.data.digest import sha256_file
+
+    every = {**(tags or {}), **{DIGEST_TAG + path.name: sha256_file(path) for path in paths}}
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in every.items()])
+
+
 def use_credentials(path: str) -> None:
     """A server's login from `path` (MLflow's credentials format) into the environment, where
     MLflow's client, and every process started from this one (a sweep's workers and jobs), find it."""
