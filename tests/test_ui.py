@@ -250,7 +250,7 @@ def test_the_sweep_report_opens_with_its_pictures_from_the_file_and_the_artifact
     tab.goto(report.as_uri())
     pictures = tab.evaluate(loaded)
     assert len(pictures) >= 2 * 3 + 1 and all(pictures), pictures  # 2 jobs x 3 pictures (+ 1 manifold), curves
-    keep(tab, shots, "sweep_report_file", full_page=True)
+    keep(tab, shots, "sweep_report", readme=True)
     tab.close()
     page.goto(page.url.split("#")[0] + f"#/experiments/1/runs/{parent.info.run_id}/artifacts")
     page.get_by_text("sweep_report.html").first.click()
@@ -259,4 +259,49 @@ def test_the_sweep_report_opens_with_its_pictures_from_the_file_and_the_artifact
     shown = frame.locator("img").evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
     assert len(shown) == len(pictures) and all(shown), shown
     keep(page, shots, "sweep_report_artifacts_tab")
+    passed(request)
+
+
+def test_a_fresh_browser_opens_in_model_training_mode_with_the_pictures_showing(browser, ui, store, shots, request):
+    """A fresh profile opened MLflow's GenAI mode (Traces, Judges, "Agent versions", runs under
+    "Evaluations"), and a run's Model metrics tab showed image cards at step 0 with "No image
+    logged" until settings were changed. No click on any setting here."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    [single] = client.search_runs(["1"], "attributes.run_name = 'mlp-h256-z2-b1.0'")
+    context = browser.new_context(viewport={"width": 1800, "height": 1250})  # a fresh profile
+    tab = context.new_page()
+    tab.set_default_timeout(90_000)
+    try:
+        tab.goto(f"{ui}/#/experiments/1/runs/{single.info.run_id}/model-metrics")
+        with contextlib.suppress(sync_api.Error):
+            tab.get_by_role("button", name="Close").click(timeout=5000)  # MLflow Assistant, if shown
+        sync_api.expect(tab.get_by_text("Model metrics").first).to_be_visible()
+        tab.mouse.move(900, 700)
+        pictures = "() => Array.from(document.images).filter(i => i.src.includes('get-artifact') && i.naturalWidth > 0)"
+        for _ in range(40):  # the cards load as they are scrolled to
+            if tab.evaluate(f"({pictures})().length") >= 4:
+                break
+            tab.mouse.wheel(0, 900)
+            tab.wait_for_timeout(500)
+        shown = tab.evaluate(f"({pictures})().map(i => decodeURIComponent(i.src).split('images/')[1].split('+')[0])")
+        assert sorted(shown) == ["latent_space", "manifold", "reconstructions", "samples"], shown
+        tab.get_by_text("reconstructions", exact=True).first.scroll_into_view_if_needed()
+        tab.mouse.wheel(0, 250)  # the four picture cards in view
+        tab.wait_for_timeout(1000)
+        body = tab.locator("body").inner_text()
+        for genai in ("Judges", "Agent versions", "Evaluation runs", "Prompts"):
+            assert genai not in body, f"GenAI chrome on the first look: {genai!r}"
+        assert "No image logged" not in body
+        keep(tab, shots, "ui_model_metrics_first_look", readme=True)
+        tab.goto(f"{ui}/#/experiments/1/runs")
+        sync_api.expect(tab.get_by_text("Training runs").first).to_be_hidden()  # GenAI's name for the runs list
+        keep(tab, shots, "ui_runs_first_look", readme=True)
+    except Exception:
+        tab.screenshot(path=str(shots / "first_look-failure.png"), full_page=True)
+        print(f"UI screenshot at failure: {shots / 'first_look-failure.png'}")
+        raise
+    finally:
+        context.close()
     passed(request)

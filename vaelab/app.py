@@ -127,8 +127,10 @@ def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, 
         logged = replay_history(tracker, resume, past)
         log_datasets(tracker, cfg.data, data)
         probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
-        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap(), logged=logged)
-        report_startup(tracker, context, started)
+        if tracker.enabled and resume is None and past is None and cfg.trainer.images_every:
+            log_epoch_images(tracker, model, probe, cfg, 0)  # the untrained model: step 0, where MLflow's cards open
+        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap(), logged=logged,
+                         after=report_startup(context, started))
         metrics = fit(
             model, optimizer, data, scheduler=scheduler,
             epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
@@ -269,14 +271,15 @@ def set_threads(threads: int | None, context: RunContext | None) -> None:
         torch.set_num_threads(threads)
 
 
-def report_startup(tracker: NullTracker, context: RunContext | None, run_started: float) -> None:
+def report_startup(context: RunContext | None, run_started: float) -> dict[str, float]:
     """Time from the command to the first training step (for a sweep's later jobs, which share
-    job 0's process, from the start of the job)."""
+    job 0's process, from the start of the job), printed, and returned as a metric to log."""
     later_job = context is not None and context.job_num not in (None, 0)
     startup = time.perf_counter() - run_started if later_job else seconds_since_process_start()
-    if startup is not None:
-        print(f"startup: {startup:.2f}s from the command to the first training step")
-        tracker.log_metrics({"time/startup_s": startup}, once=True)  # a resumed run keeps its first
+    if startup is None:
+        return {}
+    print(f"startup: {startup:.2f}s from the command to the first training step")
+    return {"time/startup_s": startup}
 
 
 def seconds_since_process_start() -> float | None:
@@ -391,16 +394,20 @@ class Probe:
 
 
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
-                 probe: Probe, cfg: DictConfig, lap: Lap, logged: set[int]) -> None:
+                 probe: Probe, cfg: DictConfig, lap: Lap, logged: set[int], after: dict[str, float]) -> None:
     """The epoch's pictures, then its metrics (step=epoch; not again for an epoch the store has
-    from before a resume), then its console line."""
+    from before a resume), test/loss first, then `after` (once), then its console line. MLflow's
+    Compare view opens on the first metric a run logged: the objective, not `time/startup_s`."""
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
         log_epoch_images(tracker, model, probe, cfg, epoch, final=last)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
     if epoch not in logged:  # queued before the line is printed: a run stopped after it has them
-        tracker.log_metrics(metrics, step=epoch)
+        tracker.log_metrics({"test/loss": metrics["test/loss"], **metrics}, step=epoch)
+    if after:
+        tracker.log_metrics(after, once=True)  # a resumed run keeps its first
+        after.clear()
     print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
           f"  beta {metrics['beta']:.3g}  {metrics['time/wall_s']:.1f}s", flush=True)

@@ -32,7 +32,7 @@ from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import outbox, store
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
 from vaelab.tracking.presentation import (
-    FIGURES, compared_params, job_tags, model_name, run_link, run_note, ui_base, ui_hint,
+    CONFIG_TAG, FIGURES, compared_params, config_tag, job_tags, model_name, run_link, run_note, ui_base, ui_hint,
 )
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
@@ -135,12 +135,11 @@ class MlflowTracker(NullTracker):
         return self.client.create_run(self.experiment_id, run_name=self.name, tags=tags).info.run_id
 
     def _describe_job(self, cfg: DictConfig, context: RunContext) -> None:
-        """The config as params (a new run's: params are write-once) and Hydra's job folder."""
+        """The config as params (a new run's: params are write-once) and as a tag, and Hydra's job folder."""
         if self._past is None:
-            params = compared_params(context.choices, flatten(OmegaConf.to_container(cfg, resolve=True)))
-            keys = list(params)
-            for start in range(0, len(keys), 100):  # MLflow takes 100 params a batch
-                self._log_batch({}, None, 0, {k: params[k] for k in keys[start:start + 100]})
+            config = flatten(OmegaConf.to_container(cfg, resolve=True))
+            self._log_batch({}, None, 0, compared_params(context.choices, context.overrides, config))
+            self.client.set_tag(self.run_id, CONFIG_TAG, config_tag(config))
         if context.output_dir is not None and (context.output_dir / ".hydra").is_dir():
             self.client.log_artifacts(self.run_id, str(context.output_dir / ".hydra"), "hydra")
 

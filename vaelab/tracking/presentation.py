@@ -5,6 +5,7 @@ model."""
 from __future__ import annotations
 
 import getpass
+import json
 import re
 import subprocess
 import sys
@@ -84,12 +85,38 @@ def job_tags(context: RunContext) -> dict[str, str]:
     return tags
 
 
-# Params are what a researcher compares: the options chosen (model=mlp) and the values of the config.
-# Class paths and md5 digests say nothing there (the choice names the class; the data's digest is in
-# its dataset input): they stay in the logged config (hydra/config.yaml). Also kept out: where data
-# comes from (data.root, download, offline), which changes by machine, not by result.
-NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline)(\.|$)")
+# Params are what a researcher compares, and few: MLflow's image cards print every param of the run
+# above the picture, and about 60 of them pushed it out of sight. They are the options chosen
+# (model=mlp), the values the command set, and a core of hyperparameters every run shows, less class
+# paths, digests and where data comes from. The whole resolved config is the tag `vaelab.config`
+# (JSON, what `vaelab compare` reads) and the artifact hydra/config.yaml.
+RESULT_GROUPS = ("experiment", "data", "model", "likelihood", "loss", "kl", "optimizer", "scheduler")
+CORE_PARAMS = ("model.latent_dim", "loss.beta", "optimizer.lr", "trainer.epochs", "trainer.batch_size",
+               "trainer.seed", "data.limit")
+NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline|root)(\.|$)")
+CONFIG_TAG = "vaelab.config"
 
 
-def compared_params(choices: Mapping[str, str], config: Mapping[str, Any]) -> dict[str, Any]:
-    return {**choices, **{k: v for k, v in config.items() if not NOT_PARAMS.search(k)}}
+def compared_params(choices: Mapping[str, str], overrides: list[str], config: Mapping[str, Any]) -> dict[str, Any]:
+    from vaelab.identity import VOLATILE  # what cannot change a result (progress bars, tracking) is no param
+
+    set_keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and "." in o.split("=", 1)[0]]
+    chosen = [k for k in config if k in CORE_PARAMS or any(k == s or k.startswith(f"{s}.") for s in set_keys)]
+    return ({g: choices[g] for g in RESULT_GROUPS if g in choices}
+            | {k: config[k] for k in chosen if not NOT_PARAMS.search(k)
+               and not any(k == v or k.startswith(f"{v}.") for v in VOLATILE)})
+
+
+def config_tag(config: Mapping[str, Any]) -> str:
+    """The whole flattened config as one tag value, if it fits MLflow's 8,000 characters."""
+    text = json.dumps(config, default=str, separators=(",", ":"))
+    return text if len(text) <= 8000 else "(too long for a tag: see the artifact hydra/config.yaml)"
+
+
+def run_config(run: Any) -> dict[str, str]:
+    """A run's whole config, flattened, values as text: its `vaelab.config` tag, else its params."""
+    try:
+        found = json.loads(run.data.tags[CONFIG_TAG])
+    except (KeyError, ValueError):
+        return dict(run.data.params)
+    return {k: "null" if v is None else str(v) for k, v in found.items()}

@@ -242,7 +242,7 @@ def log_to_run(uri: str, run_id: str, metrics: Mapping[str, float], params: Mapp
 def load_run(uri: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """A run's logged model as its spec (the configs that rebuild it), its weights (on the CPU,
     read with `weights_only=True`, checked against the digest logged with them) and the run's
-    params. Nothing from the store is unpickled: MLflow's pickled model is never read."""
+    config (flattened). Nothing from the store is unpickled: MLflow's pickled model is never read."""
     import json
     import tempfile
 
@@ -251,6 +251,7 @@ def load_run(uri: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any], dic
     from mlflow.exceptions import MlflowException
 
     from vaelab.errors import CheckpointError, ConfigError
+    from vaelab.tracking.presentation import run_config
 
     try:
         client = connect(uri)
@@ -281,4 +282,4 @@ def load_run(uri: str, run_id: str) -> tuple[dict[str, Any], dict[str, Any], dic
         raise ConfigError(f"run_id={run_id}: no such run with a logged model in {uri} ({err.message[:200]})") from None
     except CheckpointError as err:
         raise ConfigError(str(err)) from None
-    return spec, weights, run.data.params
+    return spec, weights, run_config(run)

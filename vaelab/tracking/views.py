@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.report import CURVES, PICTURES, RunView
-from vaelab.tracking.presentation import FIGURES, run_link, ui_base
+from vaelab.tracking.presentation import FIGURES, run_config, run_link, ui_base
 
 KEYED = re.compile(r"images/(?P<key>[^+/]+)\+step\+(?P<step>\d+)\+.*\.png")
 
@@ -42,7 +42,7 @@ def run_views(client: Any, runs: list[Any], uri: str, ui_url: str | None = None,
         names.setdefault(exp, client.get_experiment(exp).name)
         views.append(RunView(
             run.info.run_id, run.info.run_name or run.info.run_id, run.info.status, names[exp],
-            dict(run.data.params), dict(run.data.metrics),
+            run_config(run), dict(run.data.metrics),
             {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
              for key in CURVES if key in run.data.metrics},
             last_pictures(client, run.info.run_id) if pictures else {},
