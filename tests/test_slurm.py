@@ -39,7 +39,8 @@ def test_a_two_job_sweep_lands_under_one_parent_through_a_login(cluster, mnist_r
     """Through a server with MLflow's login, as a cluster's shared server has: each SLURM job
     passes it (tracking.credentials), so the sweep lands whole."""
     from vaelab.services import MlflowServer
-    from vaelab.services.login import Login, read_credentials
+    from vaelab.services.login import Login
+    from vaelab.tracking.credentials import read_credentials
 
     experiment, folder = "slurm_sweep", tmp_path / "server"
     with MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", login=Login(folder / "auth")) as server:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 def compare(ids: list[str], uri: str, html: Path | None = None, credentials: str | None = None) -> str:
     """The table of the runs `ids` name in the store `uri`; with `html`, the report written there."""
     from vaelab.report import compare_text, report_html
-    from vaelab.tracking.store import connect, use_credentials
+    from vaelab.tracking.credentials import use_credentials
+    from vaelab.tracking.store import connect
     from vaelab.tracking.views import expand, run_views
 
     if credentials:

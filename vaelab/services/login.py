@@ -3,12 +3,11 @@
 At the first start an admin password is made and kept in a folder only its owner can open
 (`server-auth/` beside the server's data), in two files: MLflow's auth config (which creates the
 admin user on the first start) and `credentials`, in the format of MLflow's client credentials
-file (`~/.mlflow/credentials`), which vaelab reads with `tracking.credentials=<that file>`.
+file (`~/.mlflow/credentials`), which vaelab reads with `tracking.credentials=<that file>` (`vaelab.tracking.credentials`).
 """
 
 from __future__ import annotations
 
-import configparser
 import os
 import secrets
 from pathlib import Path
@@ -58,16 +57,3 @@ def private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-
-
-def read_credentials(path: str | Path) -> tuple[str, str]:
-    """(username, password) from a file in MLflow's credentials format."""
-    parser = configparser.ConfigParser()
-    try:
-        with open(Path(path).expanduser()) as f:
-            parser.read_file(f)
-        section = parser["mlflow"]
-        return section["mlflow_tracking_username"], section["mlflow_tracking_password"]
-    except (OSError, KeyError, configparser.Error) as err:
-        reason = err.strerror if isinstance(err, OSError) else f"it lacks {err}"
-        raise ValueError(f"{path} cannot be read as MLflow credentials ({reason})") from None

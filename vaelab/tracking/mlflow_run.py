@@ -30,6 +30,7 @@ from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import outbox, store
+from vaelab.tracking.credentials import use_credentials
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
 from vaelab.tracking.presentation import (
     CONFIG_TAG, FIGURES, compared_params, config_tag, job_tags, model_name, run_link, run_note, ui_base, ui_hint,
@@ -50,7 +51,7 @@ class MlflowTracker(NullTracker):
                  credentials: str | None = None) -> None:
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
         if credentials:
-            store.use_credentials(credentials)
+            use_credentials(credentials)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s

@@ -108,6 +108,13 @@ def find_run(client: Any, experiment_id: str, identity: str) -> PastRun | None:
         else None)
 
 
+def sweep_children(client: Any, parent_id: str) -> list[Any]:
+    """The runs nested under a sweep's parent, by Hydra job number."""
+    exp_id = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
+
+
 def lookup(client: Any, experiment: str, identity: str) -> PastRun | None:
     """`find_run` in the experiment named `experiment`, changing nothing (no experiment: None)."""
     found = client.get_experiment_by_name(experiment)
@@ -140,18 +147,6 @@ def tag_digests(client: Any, run_id: str, paths: list[Path], tags: Mapping[str, 
 
     every = {**(tags or {}), **{DIGEST_TAG + path.name: sha256_file(path) for path in paths}}
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in every.items()])
-
-
-def use_credentials(path: str) -> None:
-    """A server's login from `path` (MLflow's credentials format) into the environment, where
-    MLflow's client, and every process started from this one (a sweep's workers and jobs), find it."""
-    from vaelab.errors import ConfigError
-    from vaelab.services.login import read_credentials
-
-    try:
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = read_credentials(path)
-    except ValueError as err:
-        raise ConfigError(f"tracking.credentials: {err}") from None
 
 
 def fetch_artifact(client: Any, run_id: str, path: str, dest: Path, check: bool = False) -> Path | None:

@@ -28,7 +28,7 @@ from vaelab.sweeps import (
     tolerate_failed_trials,
 )
 from vaelab.tracking.base import PARENT_ENV
-from vaelab.tracking.store import connect, route_library_logs, use_experiment
+from vaelab.tracking.store import connect, route_library_logs, sweep_children, use_experiment
 from vaelab.tracking.presentation import run_link, ui_base
 from vaelab.tracking.worker import short_error
 
@@ -151,13 +151,6 @@ class SweepParentRun(Callback):
             print(f"vaelab: the sweep summary could not be logged: {short_error(err)}", file=sys.stderr)
         finally:
             client.set_terminated(parent_id, status=status)
-
-
-def sweep_children(client: Any, parent_id: str) -> list[Any]:
-    """The runs nested under a sweep's parent, by Hydra job number."""
-    exp_id = client.get_run(parent_id).info.experiment_id
-    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
 
 
 def log_sweep_summary(client: Any, parent_id: str, where: _Store | None = None, folder: Path | None = None) -> None:

@@ -20,7 +20,7 @@ def expand(client: Any, ids: Iterable[str]) -> list[Any]:
     from mlflow.exceptions import MlflowException
 
     from vaelab.errors import ConfigError
-    from vaelab.tracking.sweep import sweep_children
+    from vaelab.tracking.store import sweep_children
 
     found: dict[str, Any] = {}
     for run_id in ids:
