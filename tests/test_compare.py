@@ -80,3 +80,17 @@ def test_a_sweeps_report_and_compare(mnist_root, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vaelab", "compare", "nope"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip() == "vaelab compare: error: no run nope in the store"
+
+
+def test_compare_and_reproduce_on_an_unreachable_store_are_one_line(tmp_path):
+    """They were MLflow's traceback (and its logged exception) on the console."""
+    from vaelab.services.process import free_port
+
+    env = {**os.environ, "VAELAB_HOME": str(tmp_path / "home")}
+    uri = f"http://127.0.0.1:{free_port()}"
+    for command in (["compare", "abc"], ["reproduce", "abc"]):
+        out = subprocess.run([sys.executable, "-m", "vaelab", *command, "--store", uri], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+            f"vaelab {command[0]}: error: the tracking store {uri} cannot be reached or written: Connection refused; "
+            "check tracking.uri"], out.stderr

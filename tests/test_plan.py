@@ -41,3 +41,8 @@ def test_plan_tells_each_job_skip_resume_refuse_or_train_and_trains_nothing(mnis
     optuna = subprocess.run([sys.executable, "-m", "vaelab", "plan", "hydra/sweeper=optuna", "loss.beta=1,2"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert optuna.returncode == 2 and "plan knows grid sweeps" in optuna.stderr
+    for bad, said in (("model=nope", "vaelab plan: error: In 'config': Could not find 'model/nope'"),
+                      ("model.latent_dim=abc", "vaelab plan: error: Error merging override model.latent_dim=abc")):
+        out = subprocess.run([sys.executable, "-m", "vaelab", "plan", bad], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 2 and out.stderr.startswith(said) and "Traceback" not in out.stderr, out.stderr

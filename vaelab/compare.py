@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     except VaelabError as err:
         print(f"vaelab compare: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
@@ -33,12 +35,12 @@ def compare(ids: list[str], uri: str, html: Path | None = None, credentials: str
     """The table of the runs `ids` name in the store `uri`; with `html`, the report written there."""
     from vaelab.report import compare_text, report_html
     from vaelab.tracking.credentials import use_credentials
-    from vaelab.tracking.store import connect
+    from vaelab.tracking.store import reach
     from vaelab.tracking.views import expand, run_views
 
     if credentials:
         use_credentials(credentials)
-    client = connect(uri)
+    client = reach(uri)
     views = run_views(client, expand(client, ids), uri, pictures=html is not None)
     text = compare_text(views)
     if html is not None:

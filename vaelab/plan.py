@@ -101,9 +101,19 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: vaelab plan [--multirun] [group=option ...] [key=v1,v2 ...]\n" + __doc__.split("\n\n")[0])
         return 0
+    from vaelab.__main__ import config_error
+
     try:
         print(plan_text(plan(argv)))
     except VaelabError as err:
         print(f"vaelab plan: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bad config or override: the run's own one-line message
+        message = config_error(err)
+        if message is None:
+            raise
+        print(f"vaelab plan: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -69,6 +69,19 @@ def connect(uri: str) -> Any:
     return client
 
 
+def reach(uri: str, timeout_s: float = 5.0) -> Any:
+    """`connect` for a command that only reads or annotates runs: a store it cannot reach within
+    `timeout_s` is a one-line TrackingError, the libraries' records in `tracking.log` of the home."""
+    from vaelab.paths import home
+    from vaelab.tracking.worker import until_usable
+
+    if _Records.handler is None:
+        route_library_logs(home() / "tracking.log")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as a run's tracker: vaelab's own retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s / 2, 1))))
+    return until_usable(uri, timeout_s, timeout_s, connect, uri)
+
+
 def settle(uri: str) -> None:
     """Leave a SQLite store with its tables made, for a process that opens it without `opening`
     (`mlflow server`): a new store is created here, under the lock; for an existing one, this
@@ -206,7 +219,7 @@ def logged_config(uri: str, run_id: str) -> tuple[Any, str, list[str]]:
 
     from vaelab.errors import ConfigError
 
-    client = connect(uri)
+    client = reach(uri)
     try:
         run = client.get_run(run_id)
         with tempfile.TemporaryDirectory() as tmp:
@@ -218,7 +231,7 @@ def logged_config(uri: str, run_id: str) -> tuple[Any, str, list[str]]:
 
 
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
-    client = connect(uri)
+    client = reach(uri)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
 
