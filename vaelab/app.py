@@ -312,9 +312,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_data(source: Source | DictConfig, device: torch.device) -> Dataset:
-    """The configured source (`data._target_`, built from its config if given one) loaded onto `device`."""
-    data = (build("data", source) if isinstance(source, DictConfig) else source).load(device)
+def prepare_data(source: Source, device: torch.device) -> Dataset:
+    """The configured source (`build("data", cfg.data)`) loaded onto `device`."""
+    data = source.load(device)
     print(f"data: {data.description}")
     return data
 

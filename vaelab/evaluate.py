@@ -20,12 +20,12 @@ from vaelab.metrics import iw_nll
 
 def evaluate_run(cfg: DictConfig) -> float:
     """IW-NLL of a finished run's logged model on its own test set, logged back to that run."""
-    from vaelab.app import prepare_data, resolve_device
+    from vaelab.app import build, prepare_data, resolve_device
     from vaelab.tracking import load_run, log_to_run
 
     device = resolve_device(cfg.device)
     spec, weights, params = load_run(cfg.tracking.uri, cfg.run_id)
-    data = prepare_data(as_the_run_saw_it(cfg.data, params), device)
+    data = prepare_data(build("data", as_the_run_saw_it(cfg.data, params)), device)
     model = rebuild_model(spec, cfg.run_id)
     model.load_state_dict(weights)
     model.eval()
@@ -46,7 +46,7 @@ def rebuild_model(spec: dict[str, Any], run_id: str) -> torch.nn.Module:
     from vaelab.app import build
 
     for name in untrusted(spec):  # instantiating it would run code the store chose
-        raise ConfigError(f"run_id={run_id}: its logged model names {name}, which is not vaelab's or torch.nn's: "
+        raise ConfigError(f"run_id={run_id}: its logged model names {name}, which is not vaelab's or torch's: "
                           "refused")
     likelihood = build("likelihood", OmegaConf.create(spec["likelihood"]), dim=spec["dim"])
     return build("model", OmegaConf.create(spec["model"]), image_shape=spec["image_shape"], likelihood=likelihood)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ VOLATILE = frozenset({
     "tracking", "trainer.progress", "trainer.progress_every", "trainer.checkpoint_every",
     "trainer.resume", "trainer.retry_failed", "trainer.restart", "trainer.threads",
 })
+
+
+# Keys that say nothing when runs are compared (as params, in `vaelab compare`): class paths (the
+# option chosen names the class), md5 digests (the data's digest is in the identity and the dataset
+# input) and where data comes from (root, path, download, offline), which changes by machine.
+NOT_COMPARED = re.compile(r"(^|\.)(_target_|md5|download|offline|root|path)(\.|$)")
+
+
+def compared(key: str) -> bool:
+    """Whether a dotted config key is worth comparing runs by: neither volatile nor NOT_COMPARED."""
+    return not NOT_COMPARED.search(key) and not any(key == v or key.startswith(f"{v}.") for v in VOLATILE)
 
 
 def config_identity(cfg: DictConfig, data_digest: str = "") -> str:

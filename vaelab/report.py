@@ -21,7 +21,6 @@ FINAL_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/acti
 CURVES = ("train/loss", "test/loss", "test/recon", "test/kl", "beta")
 PICTURES = ("reconstructions", "samples", "latent_space", "manifold")
 SEED = "trainer.seed"
-HIDDEN = ("_target_", "md5", "root", "path", "tracking.", "hydra.")  # params that differ but say nothing
 
 
 @dataclass
@@ -41,10 +40,12 @@ class RunView:
 
 
 def differing(runs: Sequence[RunView]) -> list[str]:
-    """The params whose values are not all the same (seed last), less paths, digests and classes."""
+    """The params whose values are not all the same (seed last), less what says nothing
+    (`identity.compared`: paths, digests, classes)."""
+    from vaelab.identity import compared
+
     keys = sorted({k for r in runs for k in r.params})
-    varied = [k for k in keys if len({r.params.get(k) for r in runs}) > 1
-              and not any(part in k for part in HIDDEN)]
+    varied = [k for k in keys if len({r.params.get(k) for r in runs}) > 1 and compared(k)]
     return sorted(varied, key=lambda k: k == SEED)
 
 
@@ -66,10 +67,14 @@ class SeedGroup:
 
     def stats(self, metric: str) -> tuple[float, float, int] | None:
         """(mean, sample standard deviation, n) over the finished runs that have `metric`."""
-        found = [r.metrics[metric] for r in self.runs if r.status == "FINISHED" and metric in r.metrics]
-        if not found:
-            return None
-        return statistics.fmean(found), statistics.stdev(found) if len(found) > 1 else 0.0, len(found)
+        return mean_std([r.metrics[metric] for r in self.runs if r.status == "FINISHED" and metric in r.metrics])
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int] | None:
+    """(mean, sample standard deviation, n) of `values` (0 spread for one value); None for none."""
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
 def seed_groups(runs: Sequence[RunView]) -> list[SeedGroup]:

@@ -147,7 +147,7 @@ def config_of(values: dict[str, str]) -> tuple:
 def seed_stats(children: list[Any], keys: list[str], metrics: list[str]) -> dict[tuple, list[str]]:
     """For each configuration (the swept values but the seed): mean and sample standard deviation
     of every metric over its finished runs, and how many there are."""
-    import statistics
+    from vaelab.report import mean_std
 
     groups: dict[tuple, list[Any]] = {}
     for child in children:
@@ -157,9 +157,8 @@ def seed_stats(children: list[Any], keys: list[str], metrics: list[str]) -> dict
         done = [c for c in members if c.info.status == "FINISHED"]
         row = []
         for m in metrics:
-            found = [c.data.metrics[m] for c in done if m in c.data.metrics]
-            row += ([f"{statistics.fmean(found):.2f}", f"{statistics.stdev(found) if len(found) > 1 else 0.0:.2f}"]
-                    if found else ["", ""])
+            stats = mean_std([c.data.metrics[m] for c in done if m in c.data.metrics])
+            row += [f"{stats[0]:.2f}", f"{stats[1]:.2f}"] if stats else ["", ""]
         out[config] = [*row, str(len(done))]
     return out
 
@@ -202,8 +201,8 @@ ALIASES = {"model.latent_dim": "z", "loss.beta": "β", "optimizer.lr": "lr", "tr
 
 
 def sweep_job_name(sweep_overrides: str, job_overrides: list[str]) -> str | None:
-    """A sweep job's name: the values of the keys the sweep varies, shortest first: `z2 β4`; a
-    config group by its option (`conv`), other keys as `name=value`."""
+    """A sweep job's name: the values of the keys the sweep varies, in the sweep's order, well-known
+    keys by their short names (`z2 β4`), a config group by its option (`conv`), others as `name=value`."""
     swept = swept_keys(sweep_overrides.split())
     values = dict(o.split("=", 1) for o in job_overrides if "=" in o)
     short = short_keys(swept)

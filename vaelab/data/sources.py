@@ -78,12 +78,11 @@ class IdxFiles(Source):
         self.path, self.shape = Path(path).expanduser(), shape
 
     def files(self) -> list[Path]:
-        names = [f"{prefix}-{kind}" for prefix in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
-        found = [self.path / name for name in names if (self.path / name).is_file()]
-        for prefix in ("train", "t10k"):
-            if self.path / f"{prefix}-images-idx3-ubyte" not in found:
-                raise DataError(f"{self.path / f'{prefix}-images-idx3-ubyte'} is missing")
-        return found
+        """The IDX files there (labels are optional; images are not)."""
+        for images in IDX_FILES[::2]:  # train-images, t10k-images
+            if not (self.path / images).is_file():
+                raise DataError(f"{self.path / images} is missing")
+        return [self.path / name for name in IDX_FILES if (self.path / name).is_file()]
 
     def load(self, device: torch.device) -> Dataset:
         train, test, shape = load_idx_splits(self.path, device, self.limit, self.test_limit)

@@ -64,9 +64,7 @@ class MlflowTracker(NullTracker):
         self._past: PastRun | None = None
         self._outbox: Path | None = None
         self._command = "vaelab"
-        # vaelab retries on its own terms; MLflow's own HTTP retries would add minutes per call.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(connect_timeout_s / 2, 1))))
+        store.retry_on_our_terms(connect_timeout_s)
 
     @property
     def offline(self) -> str | None:  # type: ignore[override]

@@ -87,24 +87,22 @@ def job_tags(context: RunContext) -> dict[str, str]:
 
 # Params are what a researcher compares, and few: MLflow's image cards print every param of the run
 # above the picture, and about 60 of them pushed it out of sight. They are the options chosen
-# (model=mlp), the values the command set, and a core of hyperparameters every run shows, less class
-# paths, digests and where data comes from. The whole resolved config is the tag `vaelab.config`
-# (JSON, what `vaelab compare` reads) and the artifact hydra/config.yaml.
+# (model=mlp), the values the command set, and a core of hyperparameters every run shows, less what
+# says nothing (`identity.compared`). The whole resolved config is the tag `vaelab.config` (JSON,
+# what `vaelab compare` reads) and the artifact hydra/config.yaml.
 RESULT_GROUPS = ("experiment", "data", "model", "likelihood", "loss", "kl", "optimizer", "scheduler")
 CORE_PARAMS = ("model.latent_dim", "loss.beta", "optimizer.lr", "trainer.epochs", "trainer.batch_size",
                "trainer.seed", "data.limit")
-NOT_PARAMS = re.compile(r"(^|\.)(_target_|md5|download|offline|root)(\.|$)")
 CONFIG_TAG = "vaelab.config"
 
 
 def compared_params(choices: Mapping[str, str], overrides: list[str], config: Mapping[str, Any]) -> dict[str, Any]:
-    from vaelab.identity import VOLATILE  # what cannot change a result (progress bars, tracking) is no param
+    from vaelab.identity import compared
 
     set_keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o and "." in o.split("=", 1)[0]]
     chosen = [k for k in config if k in CORE_PARAMS or any(k == s or k.startswith(f"{s}.") for s in set_keys)]
     return ({g: choices[g] for g in RESULT_GROUPS if g in choices}
-            | {k: config[k] for k in chosen if not NOT_PARAMS.search(k)
-               and not any(k == v or k.startswith(f"{v}.") for v in VOLATILE)})
+            | {k: config[k] for k in chosen if compared(k)})
 
 
 def config_tag(config: Mapping[str, Any]) -> str:

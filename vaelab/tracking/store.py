@@ -77,9 +77,15 @@ def reach(uri: str, timeout_s: float = 5.0) -> Any:
 
     if _Records.handler is None:
         route_library_logs(home() / "tracking.log")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # as a run's tracker: vaelab's own retries
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s / 2, 1))))
+    retry_on_our_terms(timeout_s)
     return until_usable(uri, timeout_s, timeout_s, connect, uri)
+
+
+def retry_on_our_terms(timeout_s: float) -> None:
+    """vaelab retries a store on its own terms (`worker.until_usable`, `Worker`); MLflow's own HTTP
+    retries would add minutes per call. Set once per process, unless the user set them."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s / 2, 1))))
 
 
 def settle(uri: str) -> None:

@@ -39,7 +39,8 @@ def run_views(client: Any, runs: list[Any], uri: str, ui_url: str | None = None,
     views = []
     for run in runs:
         exp = run.info.experiment_id
-        names.setdefault(exp, client.get_experiment(exp).name)
+        if exp not in names:
+            names[exp] = client.get_experiment(exp).name
         views.append(RunView(
             run.info.run_id, run.info.run_name or run.info.run_id, run.info.status, names[exp],
             run_config(run), dict(run.data.metrics),
