@@ -62,42 +62,129 @@ def run(cfg: DictConfig, context: RunContext | None = None) -> float:
 def execute(cfg: DictConfig, context: RunContext | None = None) -> Outcome:
     """`run`, reporting how it ended. A config that already finished is not trained again, and
     an interrupted one continues from its last checkpoint, into the same MLflow run."""
-    validate(cfg)
-    started = time.perf_counter()
-    # Flush denormals to zero (FTZ/DAZ) before any CPU thread starts: they inherit the mode. Rarely
-    # active pixels drive optimizer state and gradients below 1e-38, where x86 is slow; epochs grew
-    # 7.4 -> 10.2 s CPU over 4 epochs of keras_seed without it, flat with it (docs/performance.md).
-    torch.set_flush_denormal(True)
-    source = build("data", cfg.data)
-    identity = config_identity(cfg, source.digest())
-    device = resolve_device(cfg.trainer.device)
-    tracker: NullTracker = build("tracking", cfg.tracking)
-    spool = Spool(home() / "checkpoints" / f"{identity}-{tracker.scope()}")
-    with spool.only_one():  # the same config started twice at once: the second waits, then skips
-        return execute_alone(cfg, context, identity, tracker, spool, source, device, started)
+    with Job(cfg, context) as job:
+        done = job.open()
+        if done is not None:
+            return done
+        cfg = job.cfg
+        metrics = fit(
+            job.model, job.optimizer, job.data, scheduler=job.scheduler,
+            epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
+            eval_batch_size=cfg.trainer.eval_batch_size, objective=job.objective, seed=cfg.trainer.seed,
+            progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
+            autocast=AUTOCAST[cfg.trainer.precision], resume=job.resume, on_epoch_end=job.report,
+            on_checkpoint=job.checkpoint,
+        )
+        return job.close(metrics)
 
 
-def execute_alone(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker, spool: Spool,
-                  source: Source, device: torch.device, started: float) -> Outcome:
-    log_dir = context.output_dir if context is not None and context.output_dir is not None else spool.folder
-    lookup = tracker.connect(identity, log_dir)  # reaching the store overlaps reading the data
-    set_threads(cfg.trainer.threads, context)
-    torch.manual_seed(cfg.trainer.seed)
-    # torch.optim imports torch._dynamo on construction (2.4 s CPU): overlapped with reading the data.
-    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
-    warm.start()
-    try:
-        data = prepare_data(source, device)
-        plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
-        if plan.skip:
-            return skip(plan.past)
-        return train_and_track(cfg, context, identity, tracker, spool, plan.past, data, device, started)
-    finally:
+class Job:
+    """One run of a config, in the phases a launcher drives: `open` (the config held, the store
+    reached, the resume planned, the model built, the run started), training (by `fit` alone, or
+    stacked with other jobs, calling `report` and `checkpoint` after each epoch), `close` (the
+    wrap-up; the run ends FINISHED). As a context, leaving it with an error ends the run FAILED
+    (KILLED on a signal) and lets go of the config. `label` prefixes its console lines."""
+
+    def __init__(self, cfg: DictConfig, context: RunContext | None = None, label: str = "") -> None:
+        validate(cfg)
+        self.cfg, self.context, self.label = cfg, context, label
+        self.started = time.perf_counter()
+        # Flush denormals to zero (FTZ/DAZ) before any CPU thread starts: they inherit the mode. Rarely
+        # active pixels drive optimizer state and gradients below 1e-38, where x86 is slow; epochs grew
+        # 7.4 -> 10.2 s CPU over 4 epochs of keras_seed without it, flat with it (docs/performance.md).
+        torch.set_flush_denormal(True)
+        self.source = build("data", cfg.data)
+        self.identity = config_identity(cfg, self.source.digest())
+        self.device = resolve_device(cfg.trainer.device)
+        self.tracker: NullTracker = build("tracking", cfg.tracking)
+        self.spool = Spool(home() / "checkpoints" / f"{self.identity}-{self.tracker.scope()}")
+        self.held = contextlib.ExitStack()  # the config's lock; helper threads joined before it goes
+        self.run = contextlib.ExitStack()  # the tracked run
+        self.resume: dict[str, Any] | None = None  # the checkpoint it continues from
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            return bool(self.run.__exit__(*exc))
+        finally:
+            self.held.__exit__(*exc)
+
+    def open(self) -> Outcome | None:
+        """Everything up to the first training step; an Outcome when there is nothing to train."""
+        cfg, context = self.cfg, self.context
+        # the same config started twice at once: the second waits, then skips
+        self.held.enter_context(self.spool.only_one())
+        log_dir = context.output_dir if context is not None and context.output_dir is not None else self.spool.folder
+        lookup = self.tracker.connect(self.identity, log_dir)  # reaching the store overlaps reading the data
         # Helper threads must be idle before an error ends the process: one still importing
         # (torch._dynamo here) at interpreter exit aborts it with SIGABRT (exit 134) instead of
         # the error's own exit code.
-        warm.join()
-        futures.wait([lookup])
+        self.held.callback(futures.wait, [lookup])
+        set_threads(cfg.trainer.threads, context)
+        torch.manual_seed(cfg.trainer.seed)
+        # torch.optim imports torch._dynamo on construction (2.4 s CPU): overlapped with reading the data.
+        warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
+        warm.start()
+        self.held.callback(warm.join)
+        self.data = prepare_data(self.source, self.device)
+        plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
+        if plan.skip:
+            return skip(plan.past)
+        self.past = plan.past
+        self._build()
+        self._start()
+        return None
+
+    def _build(self) -> None:
+        cfg, data = self.cfg, self.data
+        self.model = build_model(cfg, data).to(self.device)
+        self.objective = build_objective(cfg, data)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
+        if cfg.trainer.resume:
+            self.resume = find_checkpoint(self.spool, self.tracker, self.past, restart=cfg.trainer.restart)
+        else:  # a fresh run: an older local checkpoint of this config must not be resumed later
+            self.spool.clear()
+        if not self.label:  # a stacked job's group prints the summary once
+            print(model_summary(self.model, data.dim))
+            print(f"device: {self.device}; train {len(data.train):,} images, test {len(data.test):,}")
+        if self.resume is not None:
+            which = f"run {self.past.run_id}" if self.past else "an interrupted run"
+            print(f"{self.label}resuming {which} after epoch {self.resume['epoch']}", flush=True)
+
+    def _start(self) -> None:
+        cfg, tracker = self.cfg, self.tracker
+        self.run.enter_context(tracker.start(cfg, self.context, self.identity, resume=self.past,
+                                             outbox=self.spool.outbox))
+        self.logged = replay_history(tracker, self.resume, self.past)
+        log_datasets(tracker, cfg.data, self.data)
+        self.probe = Probe.from_data(self.data, cfg.model.latent_dim, seed=cfg.trainer.seed)
+        if tracker.enabled and self.resume is None and self.past is None and cfg.trainer.images_every:
+            log_epoch_images(tracker, self.model, self.probe, cfg, 0)  # the untrained model: step 0, where MLflow's cards open
+        self.lap, self.after = Lap(), report_startup(self.context, self.started)
+
+    def report(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch: its pictures and metrics, and its console line."""
+        report_epoch(epoch, metrics, tracker=self.tracker, model=self.model, probe=self.probe, cfg=self.cfg,
+                     lap=self.lap, logged=self.logged, after=self.after, label=self.label)
+
+    def checkpoint(self, state: TrainingState) -> None:
+        self.spool.save(state, tracker=self.tracker, every=self.cfg.trainer.checkpoint_every,
+                        last=self.cfg.trainer.epochs, run_id=lambda: self.tracker.run_id, identity=self.identity)
+
+    def close(self, metrics: dict[str, float]) -> Outcome:
+        """The wrap-up after the last epoch (`metrics`): evaluation, figures, the model; the run ends FINISHED."""
+        cfg, tracker, resume = self.cfg, self.tracker, self.resume
+        ran_last = resume is None or resume["epoch"] < cfg.trainer.epochs  # its report drew the final figures
+        final = finish(tracker, self.model, self.data, cfg, self.probe, figures=not ran_last)
+        tracker.log_metrics({"time/total_s": time.perf_counter() - self.started}, once=True)
+        print(f"{self.label}final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final, flush=True)
+        self.run.close()
+        print(f"{self.label}{tracker.describe()}")
+        self.spool.clear()  # the run is complete in the store (or was never tracked): nothing to resume
+        return Outcome(metrics["test/loss"], tracker.run_id, "RESUMED" if resume is not None else "FINISHED")
 
 
 def skip(past: PastRun) -> Outcome:
@@ -105,48 +192,6 @@ def skip(past: PastRun) -> Outcome:
     print(f"vaelab: already finished: run {past.run_id} ({past.name}), test loss {loss:.2f} nats; "
           "trainer.resume=false trains it again", flush=True)
     return Outcome(loss, past.run_id, "SKIPPED")
-
-
-def train_and_track(cfg: DictConfig, context: RunContext | None, identity: str, tracker: NullTracker, spool: Spool,
-                    past: PastRun | None, data: Dataset, device: torch.device, started: float) -> Outcome:
-    model = build_model(cfg, data).to(device)
-    objective = build_objective(cfg, data)
-    optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_scheduler(cfg.scheduler, optimizer)
-    resume = None
-    if cfg.trainer.resume:
-        resume = find_checkpoint(spool, tracker, past, restart=cfg.trainer.restart)
-    else:  # a fresh run: an older local checkpoint of this config must not be resumed later
-        spool.clear()
-    print(model_summary(model, data.dim))
-    print(f"device: {device}; train {len(data.train):,} images, test {len(data.test):,}")
-    if resume is not None:
-        print(f"resuming {f'run {past.run_id}' if past else 'an interrupted run'} after epoch {resume['epoch']}",
-              flush=True)
-    with tracker.start(cfg, context, identity, resume=past, outbox=spool.outbox):
-        logged = replay_history(tracker, resume, past)
-        log_datasets(tracker, cfg.data, data)
-        probe = Probe.from_data(data, cfg.model.latent_dim, seed=cfg.trainer.seed)
-        if tracker.enabled and resume is None and past is None and cfg.trainer.images_every:
-            log_epoch_images(tracker, model, probe, cfg, 0)  # the untrained model: step 0, where MLflow's cards open
-        report = partial(report_epoch, tracker=tracker, model=model, probe=probe, cfg=cfg, lap=Lap(), logged=logged,
-                         after=report_startup(context, started))
-        metrics = fit(
-            model, optimizer, data, scheduler=scheduler,
-            epochs=cfg.trainer.epochs, batch_size=cfg.trainer.batch_size,
-            eval_batch_size=cfg.trainer.eval_batch_size, objective=objective, seed=cfg.trainer.seed,
-            progress=cfg.trainer.progress, progress_every=cfg.trainer.progress_every,
-            autocast=AUTOCAST[cfg.trainer.precision], resume=resume, on_epoch_end=report,
-            on_checkpoint=partial(spool.save, tracker=tracker, every=cfg.trainer.checkpoint_every,
-                                  last=cfg.trainer.epochs, run_id=lambda: tracker.run_id, identity=identity),
-        )
-        ran_last = resume is None or resume["epoch"] < cfg.trainer.epochs  # its report drew the final figures
-        final = finish(tracker, model, data, cfg, probe, figures=not ran_last)
-        tracker.log_metrics({"time/total_s": time.perf_counter() - started}, once=True)
-        print(f"final test loss (-ELBO): {metrics['test/loss']:.2f} nats/image" + final, flush=True)
-    print(tracker.describe())
-    spool.clear()  # the run is complete in the store (or was never tracked): nothing to resume
-    return Outcome(metrics["test/loss"], tracker.run_id, "RESUMED" if resume is not None else "FINISHED")
 
 
 @dataclass
@@ -393,8 +438,8 @@ class Probe:
         return cls(x[picks], z, data.image_shape, x, y)
 
 
-def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE,
-                 probe: Probe, cfg: DictConfig, lap: Lap, logged: set[int], after: dict[str, float]) -> None:
+def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE, probe: Probe,
+                 cfg: DictConfig, lap: Lap, logged: set[int], after: dict[str, float], label: str = "") -> None:
     """The epoch's pictures, then its metrics (step=epoch; not again for an epoch the store has
     from before a resume), test/loss first, then `after` (once), then its console line. MLflow's
     Compare view opens on the first metric a run logged: the objective, not `time/startup_s`."""
@@ -408,7 +453,7 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
     if after:
         tracker.log_metrics(after, once=True)  # a resumed run keeps its first
         after.clear()
-    print(f"epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
+    print(f"{label}epoch {epoch:>3}/{cfg.trainer.epochs}  train {metrics['train/loss']:.2f}"
           f"  test {metrics['test/loss']:.2f} (recon {metrics['test/recon']:.2f}, kl {metrics['test/kl']:.2f})"
           f"  beta {metrics['beta']:.3g}  {metrics['time/wall_s']:.1f}s", flush=True)
 

@@ -20,6 +20,8 @@ from vaelab.models import VAE, autocast_forward
 class ELBO:
     """The negative (beta-)ELBO: -log p(x|z) + the schedule's KL term (Kingma & Welling 2014)."""
 
+    stackable = True  # its terms come from one forward pass (`combine`): `hydra/launcher=stacked` can batch it
+
     def __init__(self, kl: KLSchedule | None = None, beta: float = 1.0, name: str = "elbo"):
         self.kl = KLSchedule() if kl is None else kl
         self.beta = beta
@@ -27,8 +29,10 @@ class ELBO:
 
     def __call__(self, model: VAE, x: torch.Tensor, step: int, autocast: torch.dtype | None = None) -> ELBOTerms:
         out = autocast_forward(model, x, autocast)
-        recon = model.likelihood.nll(out.logits, x).mean()
-        kl_dims = gaussian_kl_per_dim(out.mu, out.logvar)  # (B, latent_dim)
+        return self.combine(model.likelihood.nll(out.logits, x).mean(), gaussian_kl_per_dim(out.mu, out.logvar), step)
+
+    def combine(self, recon: torch.Tensor, kl_dims: torch.Tensor, step: int) -> ELBOTerms:
+        """The terms from the batch's mean reconstruction NLL () and the KL of each dimension (B, latent_dim)."""
         return ELBOTerms(recon + self.kl.term(kl_dims, step, self.beta), recon, kl_dims.sum(dim=-1).mean())
 
     def metrics(self, step: int) -> dict[str, float]:
@@ -39,6 +43,8 @@ class IWAE(ELBO):
     """The importance-weighted bound as the objective (Burda et al. 2015, eq. 8) with `k` samples:
     -log mean_k p(x|z_k) p(z_k)^w / q(z_k|x)^w, w the schedule's KL weight (1: the true bound).
     `recon` and `kl` report the single-sample ELBO terms of the first sample."""
+
+    stackable = False  # k samples through encoder and decoder apart: a stacked sweep trains it alone
 
     def __init__(self, kl: KLSchedule | None = None, beta: float = 1.0, k: int = 5, name: str = "iwae"):
         super().__init__(kl, beta, name)

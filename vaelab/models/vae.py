@@ -35,24 +35,26 @@ class VAE(nn.Module):
     def latent_dim(self) -> int:
         return self.encoder.z_mean.out_features
 
-    def forward(self, x: torch.Tensor) -> VAEOutput:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> VAEOutput:
+        """`eps`: the standard-normal noise of the sample, (B, latent_dim); None draws it."""
         mu, logvar = self.encoder(x)
-        z = reparameterize(mu, logvar)
+        z = reparameterize(mu, logvar, eps)
         return VAEOutput(self.decoder(z), mu, logvar, z)
 
 
-def autocast_forward(model: VAE, x: torch.Tensor, dtype: torch.dtype | None = None) -> VAEOutput:
+def autocast_forward(model: VAE, x: torch.Tensor, dtype: torch.dtype | None = None,
+                     eps: torch.Tensor | None = None) -> VAEOutput:
     """The forward pass under autocast to `dtype` (e.g. bfloat16), outputs back in float32."""
     if dtype is None:
-        return model(x)
+        return model(x, eps)
     with torch.autocast(x.device.type, dtype=dtype):
-        out = model(x)
+        out = model(x, eps)
     return VAEOutput(*(t.float() for t in out))
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mu + sigma * eps with eps ~ N(0, I), differentiable in mu and logvar."""
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I) (drawn here unless given), differentiable in mu and logvar."""
+    return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
 
 def keras_init(module: nn.Module) -> None:
