@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vaelab.config import register_configs
@@ -38,9 +34,9 @@ def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
     from vaelab.config import validate
-    from vaelab.sweeps import JobRecord
+    from vaelab.sweeps import JobRecord, job_context, job_failed
 
-    context = hydra_context()
+    context = job_context()
     record = JobRecord.start(context)
     try:
         with handle_signals():
@@ -59,49 +55,20 @@ def task(cfg: DictConfig) -> float:
             os.kill(os.getpid(), err.signum)  # the command waiting for its workers goes on at once
         raise
     except Exception as err:
-        record.save("FAILED", error=f"{type(err).__name__}: {err}")
         if context.job_num is None:
+            record.save("FAILED", error=f"{type(err).__name__}: {err}")
             if isinstance(err, VaelabError):  # one line; exiting here spares Hydra's own report
                 print(f"vaelab: error: {err}", file=sys.stderr)
                 sys.exit(2)
             raise
-        detail = str(err) if isinstance(err, VaelabError) else traceback.format_exc()
-        print(f"vaelab: job {context.job_num} failed: {detail}", file=sys.stderr, flush=True)
-        if sweeper_counts_failures():  # Optuna records an exception as a failed trial, not NaN
-            raise JobFailed(f"job {context.job_num} failed: {type(err).__name__}") from None
-        return math.nan
+        return job_failed(record, context.job_num, err)
     record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
     return outcome.test_loss
-
-
-class JobFailed(Exception):
-    """A sweep job failed (already reported); raised only for sweepers that record failed trials."""
-
-
-def sweeper_counts_failures() -> bool:
-    """Whether the sweeper tells failed trials apart (Optuna's has `max_failure_rate`): it gets
-    an exception; the others (Hydra's basic sweeper) would stop the sweep on one, and get NaN."""
-    return "max_failure_rate" in HydraConfig.get().sweeper
 
 
 def under_submitit() -> bool:
     """Whether this job runs as a SLURM job of submitit's (which SLURM may requeue)."""
     return os.environ.get("SUBMITIT_EXECUTOR") == "slurm"
-
-
-def hydra_context():  # noqa: ANN201 - RunContext, imported lazily with the rest of the app
-    from vaelab.tracking import RunContext
-
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    return RunContext(
-        output_dir=Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
-        job_num=hc.job.num if multirun else None,
-        sweep_dir=hc.sweep.dir if multirun else None,
-        parallel_jobs=parallel_jobs(hc.launcher) if multirun else 1,
-        choices={g: str(c) for g, c in hc.runtime.choices.items() if c is not None and not g.startswith(("hydra", "schema"))},
-    )
 
 
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
@@ -133,15 +100,6 @@ def other_command(args: list[str]) -> None:
     if len(args) == 1 and args[0] in COMPLETION_FLAGS:  # Hydra alone would print a traceback
         print(COMPLETION_USAGE, file=sys.stderr)
         sys.exit(2)
-
-
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once on this machine: its n_jobs (joblib's; -1: all cores)."""
-    n_jobs = launcher.get("n_jobs")
-    if n_jobs is None:
-        return 1
-    cores = os.cpu_count() or 1
-    return cores if n_jobs < 0 else max(1, min(int(n_jobs), cores))
 
 
 def os_error(err: OSError) -> str:

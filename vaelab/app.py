@@ -111,8 +111,9 @@ class Job:
         finally:
             self.held.__exit__(*exc)
 
-    def open(self) -> Outcome | None:
-        """Everything up to the first training step; an Outcome when there is nothing to train."""
+    def open(self, data: Dataset | None = None) -> Outcome | None:
+        """Everything up to the first training step; an Outcome when there is nothing to train.
+        `data`: the data set already loaded (by a stacked job of the same data)."""
         cfg, context = self.cfg, self.context
         # the same config started twice at once: the second waits, then skips
         self.held.enter_context(self.spool.only_one())
@@ -128,7 +129,7 @@ class Job:
         warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
         warm.start()
         self.held.callback(warm.join)
-        self.data = prepare_data(self.source, self.device)
+        self.data = prepare_data(self.source, self.device) if data is None else data
         plan = plan_resume(lookup.result(), cfg.trainer.resume, cfg.trainer.retry_failed)
         if plan.skip:
             return skip(plan.past)
@@ -147,9 +148,12 @@ class Job:
             self.resume = find_checkpoint(self.spool, self.tracker, self.past, restart=cfg.trainer.restart)
         else:  # a fresh run: an older local checkpoint of this config must not be resumed later
             self.spool.clear()
-        if not self.label:  # a stacked job's group prints the summary once
-            print(model_summary(self.model, data.dim))
-            print(f"device: {self.device}; train {len(data.train):,} images, test {len(data.test):,}")
+        # The summary's forward pass draws from torch's generator: a stacked job draws it too, and its
+        # group prints it once, so that each job's random numbers are the ones it would draw alone.
+        self.summary = (f"{model_summary(self.model, data.dim)}\n"
+                        f"device: {self.device}; train {len(data.train):,} images, test {len(data.test):,}")
+        if not self.label:
+            print(self.summary)
         if self.resume is not None:
             which = f"run {self.past.run_id}" if self.past else "an interrupted run"
             print(f"{self.label}resuming {which} after epoch {self.resume['epoch']}", flush=True)

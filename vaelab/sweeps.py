@@ -9,7 +9,11 @@ import csv
 import io
 import json
 import logging
+import math
+import os
+import sys
 import textwrap
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,54 @@ log = logging.getLogger(__name__)
 RECORD = "vaelab_job.json"
 FAILED_STATUSES = ("FAILED", "KILLED")
 SUMMARY_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
+
+
+def job_context() -> RunContext:
+    """What Hydra knows about the job running now (its folder, overrides, number, launcher)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from vaelab.tracking.base import RunContext
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return RunContext(
+        output_dir=Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        job_num=hc.job.num if multirun else None,
+        sweep_dir=hc.sweep.dir if multirun else None,
+        parallel_jobs=parallel_jobs(hc.launcher) if multirun else 1,
+        choices={g: str(c) for g, c in hc.runtime.choices.items() if c is not None and not g.startswith(("hydra", "schema"))},
+    )
+
+
+def parallel_jobs(launcher: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: its n_jobs (joblib's; -1: all cores)."""
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None:
+        return 1
+    cores = os.cpu_count() or 1
+    return cores if n_jobs < 0 else max(1, min(int(n_jobs), cores))
+
+
+class JobFailed(Exception):
+    """A sweep job failed (already reported); raised only for sweepers that record failed trials."""
+
+
+def job_failed(record: JobRecord, job_num: int | None, err: BaseException) -> float:
+    """Record and report a failed job of a sweep, which goes on: NaN for the sweeper, or JobFailed
+    where the sweeper tells failed trials apart (Optuna's has `max_failure_rate`; Hydra's basic
+    sweeper would stop the sweep on an exception)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from vaelab.errors import VaelabError
+
+    record.save("FAILED", error=f"{type(err).__name__}: {err}")
+    detail = str(err) if isinstance(err, VaelabError) else "".join(traceback.format_exception(err))
+    print(f"vaelab: job {job_num} failed: {detail}", file=sys.stderr, flush=True)
+    if "max_failure_rate" in HydraConfig.get().sweeper:
+        raise JobFailed(f"job {job_num} failed: {type(err).__name__}") from None
+    return math.nan
 
 
 @dataclass

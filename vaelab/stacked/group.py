@@ -1,0 +1,221 @@
+"""The jobs of one stack, from opened to closed: each member trains, evaluates, reports and
+checkpoints as it would alone, with its own random streams, while one stacked step trains all.
+
+A `Group` is driven by the stacked launcher in three phases: `open` (a Hydra task function, one
+call per job under Hydra's `run_job`: the job's folder, config and record, its run started),
+`train` (every open member, stacked with those that start at the same epoch), and the results,
+which the launcher hands back to Hydra. A member that diverges ends FAILED and leaves the stack at
+the end of that epoch; the others go on. A signal ends every open member KILLED, each resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from vaelab.app import AUTOCAST, Job, Outcome
+from vaelab.checkpoint import TrainingState
+from vaelab.data import Dataset
+from vaelab.metrics import evaluate_elbo
+from vaelab.stacked.stack import Stack
+from vaelab.sweeps import JobRecord, job_context, job_failed
+from vaelab.train import RunningLoss, check_finite
+
+
+class Streams:
+    """A member's own copy of torch's global random streams (the CPU's and, on a GPU, the
+    device's), taken right after its model was initialised: it draws its noise from them as it
+    would from the global ones alone."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cpu = torch.Generator()
+        self.cpu.set_state(torch.get_rng_state())
+        self.device = self.cpu
+        if device.type == "cuda":
+            self.device = torch.Generator(device)
+            self.device.set_state(torch.cuda.get_rng_state(device))
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """torch's global streams are this member's while the block runs (evaluation, checkpoints)."""
+        torch.set_rng_state(self.cpu.get_state())
+        if self.device is not self.cpu:
+            torch.cuda.set_rng_state(self.device.get_state(), self.device.device)
+        try:
+            yield
+        finally:
+            self.cpu.set_state(torch.get_rng_state())
+            if self.device is not self.cpu:
+                self.device.set_state(torch.cuda.get_rng_state(self.device.device))
+
+
+@dataclass
+class Member:
+    """An open job of the group and what it trains with."""
+
+    job: Job
+    record: JobRecord
+    streams: Streams
+    state: TrainingState = field(init=False)
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        job = self.job
+        batches = torch.Generator(device=job.data.train.x.device).manual_seed(job.cfg.trainer.seed)
+        self.state = TrainingState(job.model, job.optimizer, job.scheduler, batches)
+        if job.resume is not None:
+            with self.streams.current():
+                for note in self.state.load_state_dict(job.resume):
+                    print(f"{job.label}resume: {note}")
+
+    def end_epoch(self, epoch: int, train: list[float], train_s: float, steps: int) -> None:
+        """What `fit` does after an epoch's training, for this member: the scheduler, the test
+        ELBO, the NaN guard, the report and the checkpoint. An error ends the member, not the group."""
+        job, started = self.job, time.perf_counter()
+        trainer = job.cfg.trainer
+        lr = job.optimizer.param_groups[0]["lr"]
+        try:
+            if job.scheduler is not None:
+                job.scheduler.step()
+            with self.streams.current():
+                test = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size, AUTOCAST[trainer.precision])
+                metrics = dict(zip(("train/loss", "train/recon", "train/kl"), train))
+                metrics |= {f"test/{k}": v for k, v in test.items()} | job.objective.metrics(epoch * steps)
+                metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": train_s + time.perf_counter() - started}
+                check_finite(metrics, epoch)
+                job.report(epoch, metrics)
+                self.state.epoch, self.state.history = epoch, [*self.state.history, metrics]
+                job.checkpoint(self.state)
+        except Exception as err:  # noqa: BLE001 - one member's failure (a divergence, a full disk) is its own
+            self.error = err
+
+
+class Group:
+    """Jobs of one shape (`plan.stack_key`), opened one by one and then trained together."""
+
+    PENDING = "pending: trained with its stack"  # what an open member's task returns to Hydra's run_job
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.data: Dataset | None = None  # loaded by the first member, shared by the others
+        self.results: dict[int, float | BaseException] = {}  # job number -> test loss or the error
+
+    def open(self, cfg: DictConfig) -> Any:
+        """A Hydra task function: open this job (inside `run_job`, which made its folder and
+        config); a job with nothing to train (finished before) or that fails here ends now."""
+        context = job_context()
+        record = JobRecord.start(context)
+        job: Job | None = None
+        try:
+            job = Job(cfg, context, label=f"[job {context.job_num}] ")
+            done = job.open(self.data)
+            if done is None:
+                self.data = job.data
+                self.members.append(Member(job, record, Streams(job.device)))
+                return self.PENDING
+            job.__exit__(None, None, None)
+            record.save(done.status, test_loss=done.test_loss, run_id=done.run_id)
+            return done.test_loss
+        except BaseException as err:
+            if job is not None:
+                job.__exit__(type(err), err, err.__traceback__)
+            if not isinstance(err, Exception):  # a signal: the sweep stops
+                record.save("KILLED")
+                raise
+            return job_failed(record, context.job_num, err)
+
+    def train(self) -> None:
+        """Train every open member, stacked with those that start at the same epoch; close each."""
+        if self.members:
+            job = self.members[0].job
+            print(f"stacked: {len(self.members)} jobs train together "
+                  f"(jobs {', '.join(str(m.job.context.job_num) for m in self.members)})")
+            print(job.summary)
+        try:
+            by_start = lambda m: m.state.epoch  # noqa: E731
+            for _, members in groupby(sorted(self.members, key=by_start), key=by_start):
+                fit_stacked(list(members))
+            for member in self.members:
+                self._close(member)
+        except BaseException as err:  # a signal: every member still open ends KILLED, resumable
+            for member in self.members:
+                if member.job.context.job_num not in self.results:
+                    member.job.__exit__(type(err), err, err.__traceback__)
+                    member.record.save("KILLED", error=f"{type(err).__name__}")
+            raise
+
+    def _close(self, member: Member) -> None:
+        job, num = member.job, member.job.context.job_num
+        try:
+            if member.error is not None:
+                raise member.error
+            outcome: Outcome = job.close(member.state.history[-1])
+            job.__exit__(None, None, None)
+        except Exception as err:  # noqa: BLE001 - reported once, as a failed job of the sweep
+            job.__exit__(type(err), err, err.__traceback__)
+            try:
+                self.results[num] = job_failed(member.record, num, err)
+            except Exception as failed:  # noqa: BLE001 - the sweeper counts failures: it gets the exception
+                self.results[num] = failed
+            return
+        member.record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
+        self.results[num] = outcome.test_loss
+
+
+def fit_stacked(members: list[Member]) -> None:
+    """`train.fit` for members that start at the same epoch: one stacked step trains them all;
+    each then evaluates, reports and checkpoints its epoch. Members that fail leave the stack."""
+    job = members[0].job
+    trainer, data = job.cfg.trainer, job.data
+    steps = math.ceil(len(data.train) / trainer.batch_size)
+    for epoch in range(members[0].state.epoch + 1, trainer.epochs + 1):
+        live = [m for m in members if m.error is None]
+        if not live:
+            return
+        stack = Stack([m.job.model for m in live], AUTOCAST[trainer.precision])
+        start = time.perf_counter()
+        with tqdm(total=steps, desc=f"epoch {epoch}/{trainer.epochs} ({len(live)} stacked)",
+                  disable=None if trainer.progress else True, leave=False) as bar:
+            train = train_epoch(stack, live, data, first_step=(epoch - 1) * steps + 1, bar=bar)
+        share = (time.perf_counter() - start) / len(live)  # each member's part of the stacked epoch
+        for member, row in zip(live, train):
+            member.end_epoch(epoch, row, share, steps)
+
+
+def train_epoch(stack: Stack, members: list[Member], data: Dataset, first_step: int, bar: tqdm) -> list[list[float]]:
+    """One pass over the training set for every member, each in its own batch order and noise;
+    returns each member's image-weighted means of loss, recon and kl."""
+    trainer = members[0].job.cfg.trainer
+    x, size = data.train.x, trainer.batch_size
+    latent = members[0].job.cfg.model.latent_dim
+    noise_dtype = AUTOCAST[trainer.precision] or torch.float32  # what randn_like(mu) would draw under autocast
+    orders = torch.stack([torch.randperm(len(x), device=x.device, generator=m.state.generator) for m in members])
+    sums = torch.zeros(len(members), 3, device=x.device)  # (K, 3), kept on the device
+    shown, seen = RunningLoss(), 0
+    for step, begin in enumerate(range(0, len(x), size), start=1):
+        index = orders[:, begin : begin + size]  # (K, B)
+        xb = x.index_select(0, index.reshape(-1)).view(len(members), index.shape[1], -1)  # (K, B, D)
+        if data.binarize:
+            xb = torch.stack([torch.bernoulli(xb[k], generator=m.state.generator) for k, m in enumerate(members)])
+        eps = torch.stack([torch.randn((index.shape[1], latent), generator=m.streams.device, device=x.device,
+                                       dtype=noise_dtype) for m in members])  # (K, B, latent_dim)
+        recon, kl_dims = stack.terms(xb, eps)
+        terms = [m.job.objective.combine(recon[k], kl_dims[k], first_step + step - 1) for k, m in enumerate(members)]
+        stack.backward(torch.stack([t.loss for t in terms]).sum())
+        for member in members:
+            member.job.optimizer.step()
+        sums.add_(torch.stack([torch.stack(t) for t in terms]).detach(), alpha=index.shape[1])
+        seen += index.shape[1]
+        bar.update(1)
+        if step % trainer.progress_every == 0:
+            shown.refresh(bar, sums[:, 0].sum() / len(members), seen)
+    return (sums / seen).tolist()  # the one device->host sync of the epoch
