@@ -34,7 +34,7 @@ def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
     from vaelab.config import validate
-    from vaelab.sweeps import JobRecord, job_context, job_failed
+    from vaelab.sweeps import JobRecord, job_context, job_failed, sweeper_counts_failures
 
     context = job_context()
     record = JobRecord.start(context)
@@ -61,7 +61,7 @@ def task(cfg: DictConfig) -> float:
                 print(f"vaelab: error: {err}", file=sys.stderr)
                 sys.exit(2)
             raise
-        return job_failed(record, context.job_num, err)
+        return job_failed(record, context.job_num, err, sweeper_counts_failures())
     record.save(outcome.status, test_loss=outcome.test_loss, run_id=outcome.run_id)
     return outcome.test_loss
 

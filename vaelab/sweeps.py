@@ -61,18 +61,24 @@ class JobFailed(Exception):
     """A sweep job failed (already reported); raised only for sweepers that record failed trials."""
 
 
-def job_failed(record: JobRecord, job_num: int | None, err: BaseException) -> float:
-    """Record and report a failed job of a sweep, which goes on: NaN for the sweeper, or JobFailed
-    where the sweeper tells failed trials apart (Optuna's has `max_failure_rate`; Hydra's basic
-    sweeper would stop the sweep on an exception)."""
+def sweeper_counts_failures() -> bool:
+    """Whether the sweeper of the job running now tells failed trials apart (Optuna's has
+    `max_failure_rate`): it gets an exception; the others (Hydra's basic sweeper would stop the
+    sweep on one) get NaN."""
     from hydra.core.hydra_config import HydraConfig
 
+    return "max_failure_rate" in HydraConfig.get().sweeper
+
+
+def job_failed(record: JobRecord, job_num: int | None, err: BaseException, counts_failures: bool) -> float:
+    """Record and report a failed job of a sweep, which goes on: NaN for the sweeper, or JobFailed
+    where it counts failures (`sweeper_counts_failures`)."""
     from vaelab.errors import VaelabError
 
     record.save("FAILED", error=f"{type(err).__name__}: {err}")
     detail = str(err) if isinstance(err, VaelabError) else "".join(traceback.format_exception(err))
     print(f"vaelab: job {job_num} failed: {detail}", file=sys.stderr, flush=True)
-    if "max_failure_rate" in HydraConfig.get().sweeper:
+    if counts_failures:
         raise JobFailed(f"job {job_num} failed: {type(err).__name__}") from None
     return math.nan
 

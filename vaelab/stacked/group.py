@@ -27,7 +27,7 @@ from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset
 from vaelab.metrics import evaluate_elbo
 from vaelab.stacked.stack import Stack
-from vaelab.sweeps import JobRecord, job_context, job_failed
+from vaelab.sweeps import JobRecord, job_context, job_failed, sweeper_counts_failures
 from vaelab.train import RunningLoss, check_finite
 
 
@@ -108,11 +108,13 @@ class Group:
         self.members: list[Member] = []
         self.data: Dataset | None = None  # loaded by the first member, shared by the others
         self.results: dict[int, float | BaseException] = {}  # job number -> test loss or the error
+        self.counts_failures = False  # the sweeper's, read while Hydra's config is a job's
 
     def open(self, cfg: DictConfig) -> Any:
         """A Hydra task function: open this job (inside `run_job`, which made its folder and
         config); a job with nothing to train (finished before) or that fails here ends now."""
         context = job_context()
+        self.counts_failures = sweeper_counts_failures()
         record = JobRecord.start(context)
         job: Job | None = None
         try:
@@ -131,7 +133,7 @@ class Group:
             if not isinstance(err, Exception):  # a signal: the sweep stops
                 record.save("KILLED")
                 raise
-            return job_failed(record, context.job_num, err)
+            return job_failed(record, context.job_num, err, self.counts_failures)
 
     def train(self) -> None:
         """Train every open member, stacked with those that start at the same epoch; close each."""
@@ -163,7 +165,7 @@ class Group:
         except Exception as err:  # noqa: BLE001 - reported once, as a failed job of the sweep
             job.__exit__(type(err), err, err.__traceback__)
             try:
-                self.results[num] = job_failed(member.record, num, err)
+                self.results[num] = job_failed(member.record, num, err, self.counts_failures)
             except Exception as failed:  # noqa: BLE001 - the sweeper counts failures: it gets the exception
                 self.results[num] = failed
             return
