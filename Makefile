@@ -8,7 +8,7 @@ PORT   ?= 5000
 SERVER_PORT ?= 5001
 ARGS   ?=
 
-.PHONY: install train test test-fast ui server bench bench-tracking bench-peers clean
+.PHONY: install train test test-fast ui server bench bench-tracking bench-sweep bench-peers clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # What tracking costs: the real command tracked against tracking=none, side by side (fixed and per epoch).
 bench-tracking: $(STAMP)
 	$(PY) benchmarks/bench_tracking.py $(ARGS)
+
+# A 16-job sweep under hydra/launcher=stacked against the basic launcher, side by side (ARGS="--epochs 2" ...).
+bench-sweep: $(STAMP)
+	$(PY) benchmarks/bench_sweep.py $(ARGS)
 
 # experiment=keras_seed against the seed's own Keras model (Keras 3 on the same torch). Keras is
 # not a vaelab dependency: it goes into .peers/, next to vaelab's packages, not into them.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -58,6 +59,16 @@ class Streams:
                 self.device.set_state(torch.cuda.get_rng_state(self.device.device))
 
 
+@contextlib.contextmanager
+def timed(seconds: Counter[str], what: str) -> Iterator[None]:
+    """Add the block's wall time to `seconds[what]`: where a group's time went."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[what] += time.perf_counter() - started
+
+
 @dataclass
 class Member:
     """An open job of the group and what it trains with."""
@@ -65,6 +76,7 @@ class Member:
     job: Job
     record: JobRecord
     streams: Streams
+    seconds: Counter[str]  # the group's
     state: TrainingState = field(init=False)
     error: BaseException | None = None
 
@@ -87,14 +99,18 @@ class Member:
             if job.scheduler is not None:
                 job.scheduler.step()
             with self.streams.current():
-                test = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size, AUTOCAST[trainer.precision])
+                with timed(self.seconds, "test ELBO"):
+                    test = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size,
+                                         AUTOCAST[trainer.precision])
                 metrics = dict(zip(("train/loss", "train/recon", "train/kl"), train))
                 metrics |= {f"test/{k}": v for k, v in test.items()} | job.objective.metrics(epoch * steps)
                 metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": train_s + time.perf_counter() - started}
                 check_finite(metrics, epoch)
-                job.report(epoch, metrics)
+                with timed(self.seconds, "pictures and metrics"):
+                    job.report(epoch, metrics)
                 self.state.epoch, self.state.history = epoch, [*self.state.history, metrics]
-                job.checkpoint(self.state)
+                with timed(self.seconds, "checkpoints"):
+                    job.checkpoint(self.state)
         except Exception as err:  # noqa: BLE001 - one member's failure (a divergence, a full disk) is its own
             self.error = err
 
@@ -109,10 +125,15 @@ class Group:
         self.data: Dataset | None = None  # loaded by the first member, shared by the others
         self.results: dict[int, float | BaseException] = {}  # job number -> test loss or the error
         self.counts_failures = False  # the sweeper's, read while Hydra's config is a job's
+        self.seconds: Counter[str] = Counter()  # where the group's time goes
 
     def open(self, cfg: DictConfig) -> Any:
         """A Hydra task function: open this job (inside `run_job`, which made its folder and
         config); a job with nothing to train (finished before) or that fails here ends now."""
+        with timed(self.seconds, "opening the jobs: store, data, models, runs"):
+            return self._open(cfg)
+
+    def _open(self, cfg: DictConfig) -> Any:
         context = job_context()
         self.counts_failures = sweeper_counts_failures()
         record = JobRecord.start(context)
@@ -122,7 +143,7 @@ class Group:
             done = job.open(self.data)
             if done is None:
                 self.data = job.data
-                self.members.append(Member(job, record, Streams(job.device)))
+                self.members.append(Member(job, record, Streams(job.device), self.seconds))
                 return self.PENDING
             job.__exit__(None, None, None)
             record.save(done.status, test_loss=done.test_loss, run_id=done.run_id)
@@ -147,7 +168,11 @@ class Group:
             for _, members in groupby(sorted(self.members, key=by_start), key=by_start):
                 fit_stacked(list(members))
             for member in self.members:
-                self._close(member)
+                with timed(self.seconds, "wrap-up: final evaluation, figures, models"):
+                    self._close(member)
+            total = sum(self.seconds.values())
+            print(f"stacked: {len(self.members)} jobs in {total:.1f} s: "
+                  + ", ".join(f"{what} {s:.1f} s" for what, s in self.seconds.items()), flush=True)
         except BaseException as err:  # a signal: every member still open ends KILLED, resumable
             for member in self.members:
                 if member.job.context.job_num not in self.results:
@@ -185,8 +210,9 @@ def fit_stacked(members: list[Member]) -> None:
             return
         stack = Stack([m.job.model for m in live], AUTOCAST[trainer.precision])
         start = time.perf_counter()
-        with tqdm(total=steps, desc=f"epoch {epoch}/{trainer.epochs} ({len(live)} stacked)",
-                  disable=None if trainer.progress else True, leave=False) as bar:
+        with timed(members[0].seconds, "stacked training steps"), tqdm(
+                total=steps, desc=f"epoch {epoch}/{trainer.epochs} ({len(live)} stacked)",
+                disable=None if trainer.progress else True, leave=False) as bar:
             train = train_epoch(stack, live, data, first_step=(epoch - 1) * steps + 1, bar=bar)
         share = (time.perf_counter() - start) / len(live)  # each member's part of the stacked epoch
         for member, row in zip(live, train):
