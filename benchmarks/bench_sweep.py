@@ -65,8 +65,11 @@ def main() -> None:
     results = {}
     for launcher in opts.launchers.split(","):
         home = Path(tempfile.mkdtemp(prefix=f"bench_sweep_{launcher}_"))
-        wall, _ = sweep(launcher, overrides, home)
+        wall, out = sweep(launcher, overrides, home)
         results[launcher] = (wall, members(home))
+        for line in out.splitlines():
+            if line.startswith("stacked: ") and " jobs in " in line:  # the group's own account of its time
+                print(f"  {line}")
         shutil.rmtree(home, ignore_errors=True)
         print(f"  {launcher:<8} {wall:7.1f} s wall, members' training {sum(m['train_s'] for m in results[launcher][1]):7.1f} s",
               flush=True)

@@ -1,0 +1,61 @@
+"""`hydra/launcher=stacked` when things go wrong: a member that diverges fails alone; a SIGTERM
+mid-group ends every member KILLED and the same command resumes each into its own run; two shapes
+make two stacks. (A file of its own: `make test` runs two files at a time.)"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.survival_helpers import (  # noqa: F401 - fixtures are found by name
+    base_args, experiment, histories, runs_of, slow_mnist, start, stop_after, store, vaelab,
+)
+
+STACKED = "hydra/launcher=stacked"
+
+
+@pytest.mark.slow
+def test_a_diverging_member_fails_while_the_others_finish(tmp_path, mnist_root, store, experiment):
+    args = base_args(mnist_root, store, "trainer.epochs=2", "optimizer.lr=0.001,1e30,0.002", experiment=experiment)
+    sweep = vaelab("--multirun", STACKED, *args, home=tmp_path / "home")
+    assert sweep.returncode == 1, sweep.stderr[-3000:]  # a failed job fails the sweep's command
+    assert "vaelab: job 1 failed: non-finite metrics at epoch 1" in sweep.stderr
+    children = {r.data.tags.get("mlflow.runName", r.info.run_name): r for r in runs_of(store, experiment)
+                if r.data.tags.get("sweep") != "parent"}
+    statuses = sorted((r.data.params.get("optimizer.lr"), r.info.status) for r in children.values())
+    assert statuses == [("0.001", "FINISHED"), ("0.002", "FINISHED"), ("1e+30", "FAILED")], statuses
+    assert "Traceback" not in sweep.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_mid_group_resumes_each_member_into_its_own_run(tmp_path, slow_mnist, store, experiment):
+    args = base_args(slow_mnist, store, "trainer.epochs=3", "trainer.seed=0,1", experiment=experiment)
+    proc = start("--multirun", STACKED, *args, home=tmp_path / "home")
+    out, err = stop_after(proc, "[job 1] epoch   1/3", signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert sorted(r.info.status for r in children) == ["KILLED", "KILLED"]
+    ids = {r.info.run_id for r in children}
+
+    again = vaelab("--multirun", STACKED, *args, home=tmp_path / "home")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("resuming run ") == 2
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert {r.info.run_id for r in children} == ids and {r.info.status for r in children} == {"FINISHED"}
+    for run in children:  # every epoch once, the wrap-up once
+        got = histories(store, run.info.run_id)
+        assert [s for s, _ in got["test/loss"]] == [1, 2, 3] and len(got["test/active_units"]) == 1
+
+
+@pytest.mark.slow
+def test_two_shapes_make_two_stacks(tmp_path, mnist_root, store, experiment):
+    args = base_args(mnist_root, store, "trainer.epochs=1", "model.latent_dim=2,3", "trainer.seed=0,1",
+                     experiment=experiment)
+    sweep = vaelab("--multirun", STACKED, *args, home=tmp_path / "home")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    assert "stacked launcher: jobs 0, 1 train together" in sweep.stdout
+    assert "stacked launcher: jobs 2, 3 train together" in sweep.stdout
+    assert sweep.stdout.count("stacked: 2 jobs train together") == 2
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
