@@ -73,7 +73,7 @@ def main() -> None:
         shutil.rmtree(home, ignore_errors=True)
         print(f"  {launcher:<8} {wall:7.1f} s wall, members' training {sum(m['train_s'] for m in results[launcher][1]):7.1f} s",
               flush=True)
-    print(f"\n| launcher | wall s | members' training s | wall / basic training | members per hour |")
+    print("\n| launcher | wall s | members' training s | wall / basic training | members per hour |")
     print("|---|---:|---:|---:|---:|")
     basic_train = sum(m["train_s"] for m in results["basic"][1]) if "basic" in results else None
     for launcher, (wall, rows) in results.items():

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from vaelab.paths import config_dir
 from vaelab.config import register_configs
-from vaelab.app import AUTOCAST, build_model, build_objective, build_optimizer, resolve_device
+from vaelab.building import AUTOCAST, build_model, build_objective, build_optimizer, resolve_device
 from vaelab.data import default_root, ensure_mnist, load_mnist
 from vaelab.metrics import evaluate_elbo
 from vaelab.losses import elbo_terms

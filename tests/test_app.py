@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from vaelab import app
+from vaelab import app, building, reporting
 from vaelab.data import load_mnist, raw_dir
 from vaelab.errors import ConfigError
 
@@ -160,7 +160,7 @@ def test_higher_dimensional_latents_are_projected_and_iw_nll_is_logged(tracked_c
 
 def test_probe_picks_one_image_per_digit_twice(mnist_root):
     data = load_mnist(raw_dir(mnist_root), torch.device("cpu"))
-    probe = app.Probe.from_data(data, latent_dim=2, seed=0)
+    probe = reporting.Probe.from_data(data, latent_dim=2, seed=0)
     labels = [int(data.test.y[(data.test.x == row).all(1)][0]) for row in probe.originals]
     assert labels == list(range(10)) * 2 and probe.z_samples.shape == (64, 2)
 
@@ -244,7 +244,7 @@ def test_the_last_epochs_pictures_are_the_runs_figures_drawn_once(tracked_cfg):
 
 def test_a_run_stopped_after_its_last_epoch_draws_its_figures_when_resumed(tracked_cfg, monkeypatch):
     """No epoch is left to report the final figures, so the wrap-up draws them."""
-    finish = app.finish
+    finish = reporting.finish
     calls = []
 
     def stopped_once(*args, **kwargs):
@@ -275,7 +275,7 @@ def test_a_kept_picture_that_cannot_be_read_is_left_out_not_the_store(tracked_cf
     from vaelab.paths import home
 
     cfg = tracked_cfg("trainer.epochs=1")
-    identity = config_identity(cfg, app.build("data", cfg.data).digest())
+    identity = config_identity(cfg, building.build("data", cfg.data).digest())
     outbox = home() / "checkpoints" / f"{identity}-{instantiate(cfg.tracking).scope()}" / "outbox"
     outbox.mkdir(parents=True)
     (outbox / "1.npz").write_bytes(b"PK\x03\x04 cut short by a full disk")

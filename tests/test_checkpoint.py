@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vaelab import checkpoint
-from vaelab.app import plan_resume
+from vaelab.resuming import plan_resume
 from vaelab.checkpoint import TrainingState
 from vaelab.data import load_mnist, raw_dir
 from vaelab.errors import CheckpointError, ConfigError, PreviousFailure
@@ -158,7 +158,7 @@ class StoreCopy:
 def test_resume_takes_the_readable_copy_and_says_so_and_restart_keeps_the_run(tmp_path, capsys):
     """A corrupt local checkpoint stopped the run with advice (trainer.resume=false) that orphaned it,
     although the store's copy was good."""
-    from vaelab.app import Spool, find_checkpoint
+    from vaelab.resuming import Spool, find_checkpoint
 
     model, optimizer, scheduler = make()
     good = TrainingState(model, optimizer, scheduler, torch.Generator(), epoch=3).state_dict(run_id="abc")

@@ -11,7 +11,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from tests.conftest import compose_config
 from vaelab.data import raw_dir
 from vaelab.paths import config_dir
-from vaelab.app import build_optimizer, run
+from vaelab.app import run
+from vaelab.building import build_optimizer
 from vaelab.config import validate
 from vaelab.errors import ConfigError
 

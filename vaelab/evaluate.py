@@ -20,7 +20,7 @@ from vaelab.metrics import iw_nll
 
 def evaluate_run(cfg: DictConfig) -> float:
     """IW-NLL of a finished run's logged model on its own test set, logged back to that run."""
-    from vaelab.app import build, prepare_data, resolve_device
+    from vaelab.building import build, prepare_data, resolve_device
     from vaelab.tracking import load_run, log_to_run
 
     device = resolve_device(cfg.device)
@@ -43,7 +43,7 @@ def rebuild_model(spec: dict[str, Any], run_id: str) -> torch.nn.Module:
     """The model `spec` (logged beside its weights) describes, untrained, on the CPU."""
     from omegaconf import OmegaConf
 
-    from vaelab.app import build
+    from vaelab.building import build
 
     for name in untrusted(spec):  # instantiating it would run code the store chose
         raise ConfigError(f"run_id={run_id}: its logged model names {name}, which is not vaelab's or torch's: "

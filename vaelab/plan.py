@@ -54,7 +54,8 @@ def plan(args: list[str]) -> list[JobPlan]:
 
 def decide(cfg) -> tuple[str, str]:  # noqa: ANN001 - a composed DictConfig
     """(action, detail) for one job, as `app.execute` would decide it."""
-    from vaelab.app import Spool, build, plan_resume
+    from vaelab.building import build
+    from vaelab.resuming import Spool, plan_resume
     from vaelab.checkpoint import load
     from vaelab.errors import CheckpointError, ConfigError, PreviousFailure
     from vaelab.identity import config_identity

@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from vaelab.app import AUTOCAST, Job, Outcome
+from vaelab.app import Job, Outcome
+from vaelab.building import AUTOCAST
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset
 from vaelab.metrics import evaluate_elbo
