@@ -32,7 +32,7 @@ def test_a_diverging_member_fails_while_the_others_finish(tmp_path, mnist_root, 
 def test_sigterm_mid_group_resumes_each_member_into_its_own_run(tmp_path, slow_mnist, store, experiment):
     args = base_args(slow_mnist, store, "trainer.epochs=3", "trainer.seed=0,1", experiment=experiment)
     proc = start("--multirun", STACKED, *args, home=tmp_path / "home")
-    out, err = stop_after(proc, "[job 1] epoch   1/3", signal.SIGTERM)
+    out, err = stop_after(proc, "[job 0] epoch   2/3", signal.SIGTERM)  # both checkpointed epoch 1
     assert proc.returncode == 143, err[-3000:]
     children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
     assert sorted(r.info.status for r in children) == ["KILLED", "KILLED"]

@@ -177,8 +177,9 @@ class Group:
         except BaseException as err:  # a signal: every member still open ends KILLED, resumable
             for member in self.members:
                 if member.job.context.job_num not in self.results:
-                    member.job.__exit__(type(err), err, err.__traceback__)
-                    member.record.save("KILLED", error=f"{type(err).__name__}")
+                    ended = member.error or err  # one that diverged before still ends FAILED
+                    member.job.__exit__(type(ended), ended, ended.__traceback__)
+                    member.record.save("FAILED" if member.error else "KILLED", error=type(ended).__name__)
             raise
 
     def _close(self, member: Member) -> None:
