@@ -115,3 +115,13 @@ def test_a_stacked_sweep_equals_the_basic_launcher_in_any_order(tmp_path, mnist_
                      home=tmp_path / "home")  # the same sweep again: every member finished before
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert skipped.stdout.count("already finished: run ") == 4 and "epoch   1/2" not in skipped.stdout
+
+
+def test_plan_shows_the_stacks_the_launcher_would_train(mnist_root, capsys):
+    from vaelab.plan import main
+
+    assert main(["hydra/launcher=stacked", "trainer.seed=0,1", "loss=elbo,iwae", f"data.root={mnist_root}",
+                 "data.verify=false", "tracking=none"]) == 0
+    out = capsys.readouterr().out
+    assert "stacked launcher: jobs 0, 2 train together" in out
+    assert "stacked launcher: job 1 alone (loss=iwae trains k samples apart)" in out

@@ -86,6 +86,22 @@ def decide(cfg) -> tuple[str, str]:  # noqa: ANN001 - a composed DictConfig
     return "train", "a new run" if cfg.trainer.resume or past is None else f"a new run (trainer.resume=false; {past.run_id} kept)"
 
 
+def stacks(args: list[str]) -> list[str]:
+    """Under `hydra/launcher=stacked`, which jobs would train together (the launcher's own first lines)."""
+    from hydra import compose, initialize_config_dir
+
+    from vaelab.paths import config_dir
+    from vaelab.stacked import group_jobs
+
+    task = [a for a in args if not a.startswith(("hydra/", "hydra.", "+hydra", "-"))]
+    limit = [int(a.split("=", 1)[1]) for a in args if a.startswith("hydra.launcher.max_members=")]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        configs = [compose(config_name="config", overrides=overrides) for overrides in jobs(task)]
+    return [f"stacked launcher: job{'s' if len(members) > 1 else ''} {', '.join(map(str, members))} "
+            + ("train together" if len(members) > 1 else f"alone ({why})")
+            for members, why in group_jobs(configs, limit[-1] if limit else 64)]
+
+
 def plan_text(plans: list[JobPlan]) -> str:
     counts = {a: sum(p.action == a for p in plans) for a in ("skip", "resume", "refuse", "running", "train")}
     head = f"plan of {len(plans)} jobs (nothing is trained): " + ", ".join(
@@ -106,6 +122,8 @@ def main(argv: list[str]) -> int:
 
     try:
         print(plan_text(plan(argv)))
+        if "hydra/launcher=stacked" in argv:
+            print("\n".join(stacks(argv)))
     except VaelabError as err:
         print(f"vaelab plan: error: {err}", file=sys.stderr)
         return 2

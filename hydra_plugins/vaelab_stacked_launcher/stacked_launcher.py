@@ -48,7 +48,7 @@ class StackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self._job_config(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         plan = group_jobs(configs, self.max_members)
-        for members, why in plan:
+        for members, why in plan:  # `vaelab plan hydra/launcher=stacked ...` prints the same lines
             numbers = ", ".join(str(initial_job_idx + i) for i in members)
             print(f"stacked launcher: job{'s' if len(members) > 1 else ''} {numbers} "
                   + ("train together" if len(members) > 1 else f"alone ({why})"), flush=True)
