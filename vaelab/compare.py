@@ -36,7 +36,7 @@ def compare(ids: list[str], uri: str, html: Path | None = None, credentials: str
     from vaelab.report import compare_text, report_html
     from vaelab.tracking.credentials import use_credentials
     from vaelab.tracking.store import reach
-    from vaelab.tracking.views import expand, run_views
+    from vaelab.tracking.readback import expand, run_views
 
     if credentials:
         use_credentials(credentials)
