@@ -1,16 +1,24 @@
-"""How a run reads, without MLflow: its name, params, config tag and description, its logged
-model's name and its address in the UI (what `vaelab.sweeps` is for a sweep). Pure functions."""
+"""How a run reads, without MLflow: its name, tags, params, config tag and description, its logged
+model's name and its address in the UI (what `vaelab.sweeps` is for a sweep)."""
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from vaelab.identity import compared
+
+if TYPE_CHECKING:
+    from vaelab.tracking.base import RunContext
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000  # where `vaelab ui` and `make ui` listen by default
 DEFAULT_UI = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -41,6 +49,22 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def job_tags(context: RunContext) -> dict[str, str]:
+    """The job's Hydra context and MLflow's own columns: user, source (the command), its commit."""
+    tags = {"overrides": " ".join(context.overrides) or "(none)", "mlflow.user": getpass.getuser(),
+            "mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL"}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = subprocess.run(["git", "-C", str(Path(sys.argv[0]).resolve().parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if git.returncode == 0:
+            tags["mlflow.source.git.commit"] = git.stdout.strip()
+    if context.job_num is not None:
+        tags["hydra.job.num"] = str(context.job_num)
+    if context.sweep_dir:
+        tags["hydra.sweep.dir"] = context.sweep_dir
+    return tags
 
 
 def compared_params(choices: Mapping[str, str], overrides: list[str], config: Mapping[str, Any]) -> dict[str, Any]:

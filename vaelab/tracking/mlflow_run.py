@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import getpass
 import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,12 +24,12 @@ from vaelab.data.digest import sha256_file
 from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
 from vaelab.presentation import (
-    CONFIG_TAG, compared_params, config_tag, flatten, model_name, run_link, run_name, run_note, ui_base, ui_hint,
+    CONFIG_TAG, compared_params, config_tag, flatten, job_tags, model_name, run_link, run_name, run_note, ui_base,
+    ui_hint,
 )
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import outbox, store
 from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext
-from vaelab.tracking.credentials import use_credentials
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
@@ -49,7 +46,7 @@ class MlflowTracker(NullTracker):
                  credentials: str | None = None) -> None:
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
         if credentials:
-            use_credentials(credentials)
+            store.use_credentials(credentials)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s
@@ -291,18 +288,3 @@ class MlflowTracker(NullTracker):
         return (f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); "
                 f"{ui_hint(self.uri)}: {link}")
 
-
-def job_tags(context: RunContext) -> dict[str, str]:
-    """The job's Hydra context and MLflow's own columns: user, source (the command), its commit."""
-    tags = {"overrides": " ".join(context.overrides) or "(none)", "mlflow.user": getpass.getuser(),
-            "mlflow.source.name": sys.argv[0], "mlflow.source.type": "LOCAL"}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = subprocess.run(["git", "-C", str(Path(sys.argv[0]).resolve().parent), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        if git.returncode == 0:
-            tags["mlflow.source.git.commit"] = git.stdout.strip()
-    if context.job_num is not None:
-        tags["hydra.job.num"] = str(context.job_num)
-    if context.sweep_dir:
-        tags["hydra.sweep.dir"] = context.sweep_dir
-    return tags

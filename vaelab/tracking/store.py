@@ -1,8 +1,10 @@
-"""The MLflow store: a client for an explicit tracking URI (never a process-wide one), experiments,
-looking runs up, artifacts and their digests, and where MLflow's own log records go."""
+"""The MLflow store: reaching it (a client for an explicit tracking URI, never a process-wide one;
+its lock; a server's login), experiments, looking runs up, artifacts and their digests, and where
+MLflow's own log records go."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import fcntl
 import hashlib
@@ -79,6 +81,27 @@ def retry_on_our_terms(timeout_s: float) -> None:
     """vaelab retries a store itself (`worker`); MLflow's HTTP retries would add minutes per call."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s / 2, 1))))
+
+
+def read_credentials(path: str | Path) -> tuple[str, str]:
+    """(username, password) from a file in MLflow's credentials format (what `make server` writes;
+    `~/.mlflow/credentials` has the same form)."""
+    from vaelab.errors import ConfigError
+
+    parser = configparser.ConfigParser()
+    try:
+        with open(Path(path).expanduser()) as f:
+            parser.read_file(f)
+        return parser["mlflow"]["mlflow_tracking_username"], parser["mlflow"]["mlflow_tracking_password"]
+    except (OSError, KeyError, configparser.Error) as err:
+        reason = err.strerror if isinstance(err, OSError) else f"it lacks {err}"
+        raise ConfigError(f"tracking.credentials: {path} cannot be read as MLflow credentials ({reason})") from None
+
+
+def use_credentials(path: str) -> None:
+    """A server's login into the environment, where MLflow's client and every process started from
+    this one (a sweep's workers and jobs) find it."""
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = read_credentials(path)
 
 
 def settle(uri: str) -> None:
