@@ -6,7 +6,7 @@ import torch
 
 from vaelab.plots import figure_to_array, latent_scatter, manifold_figure, objective_per_config, rate_distortion
 from vaelab.sweeps import shared_params, short_keys, sweep_job_name, sweep_name, sweep_table, swept_keys
-from vaelab.tracking.presentation import DEFAULT_UI, model_name, run_link, run_note, ui_base
+from vaelab.presentation import DEFAULT_UI, model_name, run_link, run_note, ui_base
 
 
 def child(job, overrides, metrics, params=None, status="FINISHED"):

@@ -83,7 +83,7 @@ def refused_without_login(uri: str) -> int:
 def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_home, monkeypatch):
     """The server had no login: any local user could write to it. It runs MLflow's basic-auth
     app, with an admin password made at the first start, printed that once, kept owner-only."""
-    from vaelab.tracking.credentials import read_credentials
+    from vaelab.tracking.store import read_credentials
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then what a process manager sends
         port = free_port()
@@ -145,7 +145,7 @@ def test_a_parallel_sweep_lands_in_postgres_through_the_server(server, mnist_roo
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,3", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    from vaelab.tracking.credentials import read_credentials
+    from vaelab.tracking.store import read_credentials
 
     user, password = read_credentials(server.login.credentials)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)

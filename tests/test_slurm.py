@@ -40,7 +40,7 @@ def test_a_two_job_sweep_lands_under_one_parent_through_a_login(cluster, mnist_r
     passes it (tracking.credentials), so the sweep lands whole."""
     from vaelab.services import MlflowServer
     from vaelab.services.login import Login
-    from vaelab.tracking.credentials import read_credentials
+    from vaelab.tracking.store import read_credentials
 
     experiment, folder = "slurm_sweep", tmp_path / "server"
     with MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", login=Login(folder / "auth")) as server:

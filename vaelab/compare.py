@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 def compare(ids: list[str], uri: str, html: Path | None = None, credentials: str | None = None) -> str:
     """The table of the runs `ids` name in the store `uri`; with `html`, the report written there."""
     from vaelab.report import compare_text, report_html
-    from vaelab.tracking.credentials import use_credentials
-    from vaelab.tracking.store import reach
-    from vaelab.tracking.views import expand, run_views
+    from vaelab.tracking.store import reach, use_credentials
+    from vaelab.tracking.readback import expand, run_views
 
     if credentials:
         use_credentials(credentials)

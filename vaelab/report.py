@@ -2,7 +2,7 @@
 mean ± spread over seeds, and one self-contained HTML page with every run's final pictures side
 by side (no 10-run cap) and each metric's curves of all runs in one chart.
 
-Pure: `RunView`s (plain values, gathered from the store by `vaelab.tracking.compare`) in, text
+Pure: `RunView`s (plain values, gathered from the store by `vaelab.tracking.readback`) in, text
 out. Pictures are embedded as data URIs, so the page opens from a file, an artifact view or a mail.
 """
 

@@ -45,7 +45,7 @@ def reproduce(run_id: str, uri: str | None, extra: list[str]) -> str:
     """Train `run_id` again into a new run; the side-by-side table of both results."""
     from vaelab.app import execute
     from vaelab.identity import code_digest
-    from vaelab.tracking.store import logged_config, set_tags
+    from vaelab.tracking.readback import logged_config, set_tags
     from vaelab.ui import default_store
 
     uri = uri or default_store()

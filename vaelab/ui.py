@@ -17,7 +17,7 @@ from pathlib import Path
 from vaelab.paths import home
 from vaelab.services.mlflow_server import MlflowServer
 from vaelab.services.process import ServiceError
-from vaelab.tracking.presentation import DEFAULT_HOST, DEFAULT_PORT
+from vaelab.presentation import DEFAULT_HOST, DEFAULT_PORT
 
 
 def default_store() -> str:

@@ -4,7 +4,7 @@ At the first start an admin password is made and kept in a folder only its owner
 (`server-auth/` beside the server's data), in two files: MLflow's auth config (which creates the
 admin user on the first start) and `credentials`, in the format of MLflow's client credentials
 file (`~/.mlflow/credentials`), which vaelab reads with `tracking.credentials=<that file>`
-(`vaelab.tracking.credentials`).
+(`vaelab.tracking.store.use_credentials`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""The tracker interface that the app and the loop call, and `NullTracker`, which does nothing
-(`tracking=none`). `MlflowTracker` (`mlflow_run`) is the other implementation."""
+"""The tracker interface the app and the loop call; `NullTracker` (`tracking=none`) drops every call."""
 
 from __future__ import annotations
 
@@ -53,34 +52,9 @@ class PastRun:
         return self.host == socket.gethostname() and self.pid is not None and alive(self.pid)
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to dotted keys: {"model": {"latent_dim": 2}} -> {"model.latent_dim": 2}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
-
-
-def run_name(cfg: DictConfig) -> str:
-    """A readable name such as mlp-h256-z2-b1.0, unless tracking.run_name sets one."""
-    if cfg.tracking.get("run_name"):
-        return str(cfg.tracking.run_name)
-    m = cfg.model
-    width = f"-h{m.hidden_dim}" if "hidden_dim" in m else ""  # conv models have channels instead
-    return f"{m.name}{width}-z{m.latent_dim}-b{float(cfg.loss.beta)}"
-
-
 class NullTracker:
-    """The tracker interface, tracking nothing: every call is accepted and dropped.
-
-    The app calls, in order: `connect` (reach the store, look the config's identity up), `start`
-    (a context: the run, new or resumed, ended FINISHED, FAILED or KILLED as the block ends), the
-    `log_*` calls while it trains, and `describe` for the last console line.
-    """
+    """The tracker interface, tracking nothing. The app calls `connect`, then `start` (a context:
+    the run, ended FINISHED, FAILED or KILLED as the block ends), `log_*` while it trains, `describe`."""
 
     enabled = False
     run_id: str | None = None
@@ -90,13 +64,12 @@ class NullTracker:
         pass
 
     def scope(self) -> str:
-        """Where runs are looked up, as a short tag: checkpoints kept locally are filed under the
-        config's identity and this, so that two stores never share one."""
+        """The store as a short tag: local checkpoints are filed under the identity and this."""
         return "untracked"
 
     def connect(self, identity: str, log_dir: Path | None = None) -> Future:
-        """Reach the store and look the identity up; the future's result is a PastRun or None.
-        What the tracking libraries log goes to `log_dir`/tracking.log, not the console."""
+        """Reach the store and look the identity up (a future of PastRun or None); the tracking
+        libraries' records go to `log_dir`/tracking.log."""
         done: Future = Future()
         done.set_result(None)
         return done
@@ -108,8 +81,7 @@ class NullTracker:
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
               resume: PastRun | None = None, outbox: Path | None = None) -> Iterator[NullTracker]:
-        """The run, open while the block runs; `outbox`: where pictures that could not be logged
-        wait for the next run of the same config."""
+        """The run, open while the block runs; `outbox`: where pictures the store could not take wait."""
         yield self
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, once: bool = False) -> None:

@@ -1,18 +1,13 @@
-"""`MlflowTracker`: one training run as one MLflow run, through `MlflowClient` with the explicit
-tracking URI of `tracking.uri` and the run's explicit id (no active run, no process-wide URI),
-so that several runs in one process are ordinary.
-
-Everything that talks to the store or draws runs on the run's `Worker` thread, in order; the
-training loop only queues. A store that is unreachable before training is a one-line error; one
-that fails mid-run is retried for `patience_s`, then given up: training goes on, the checkpoint
-and the metrics are kept locally and the pictures in the run's outbox, for a re-run to log.
-"""
+"""`MlflowTracker`: one training run as one MLflow run, through `MlflowClient(tracking_uri=uri)` and
+the run's explicit id (no active run, no process-wide URI). Everything that talks to the store or
+draws runs on the run's `Worker`, in order; the training loop only queues."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -28,13 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from vaelab.data.digest import sha256_file
 from vaelab.errors import ResourceError, TrackingError
 from vaelab.identity import code_digest
+from vaelab.presentation import (
+    CONFIG_TAG, compared_params, config_tag, flatten, job_tags, model_name, run_link, run_name, run_note, ui_base,
+    ui_hint,
+)
 from vaelab.sweeps import sweep_job_name
 from vaelab.tracking import outbox, store
-from vaelab.tracking.credentials import use_credentials
-from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext, flatten, run_name
-from vaelab.tracking.presentation import (
-    CONFIG_TAG, FIGURES, compared_params, config_tag, job_tags, model_name, run_link, run_note, ui_base, ui_hint,
-)
+from vaelab.tracking.base import PARENT_ENV, NullTracker, PastRun, RunContext
 from vaelab.tracking.worker import Worker, log, short_error, until_usable
 
 CHECKPOINT = "checkpoints/last.pt"  # a run's latest checkpoint among its artifacts
@@ -51,14 +46,14 @@ class MlflowTracker(NullTracker):
                  credentials: str | None = None) -> None:
         self.uri, self.experiment, self.artifact_location = uri, experiment, artifact_location
         if credentials:
-            use_credentials(credentials)
+            store.use_credentials(credentials)
         self.parent_run_id = parent_run_id or os.environ.get(PARENT_ENV) or None
         self.save_model, self.ui_url = log_model, ui_url
         self.connect_timeout_s, self.patience_s = connect_timeout_s, patience_s
         self.client: Any = None  # made on the worker by `connect`
         self.run_id: str | None = None
         self.name: str | None = None
-        self.experiment_id: str | None = None
+        self.experiment_id: str | None = None  # None until the experiment exists
         self._worker = Worker(patience_s)
         self._latest: dict[str, tuple[float, int, int]] = {}  # key -> (value, step, timestamp ms)
         self._past: PastRun | None = None
@@ -79,22 +74,20 @@ class MlflowTracker(NullTracker):
         return self._worker.call(self._usable, self._lookup, identity)
 
     def lookup(self, identity: str) -> PastRun | None:
-        return until_usable(self.uri, self.connect_timeout_s, self.patience_s,
-                            lambda: store.lookup(store.connect(self.uri), self.experiment, identity))
+        return self._usable(self._lookup, identity)
 
     def _usable(self, fn: Callable[..., Any], *args: Any) -> Any:
         return until_usable(self.uri, self.connect_timeout_s, self.patience_s, fn, *args)
 
     def _lookup(self, identity: str) -> PastRun | None:
         self.client = self.client or store.connect(self.uri)
-        self.experiment_id = store.use_experiment(self.client, self.experiment, self.artifact_location)
-        return store.find_run(self.client, self.experiment_id, identity)
+        found = self.client.get_experiment_by_name(self.experiment)  # not created before a run is
+        self.experiment_id = found.experiment_id if found is not None else None
+        return store.find_run(self.client, self.experiment_id, identity) if found is not None else None
 
     @contextlib.contextmanager
     def start(self, cfg: DictConfig, context: RunContext | None = None, identity: str = "",
               resume: PastRun | None = None, outbox: Path | None = None) -> Iterator[MlflowTracker]:
-        """Open the run (a new one, or `resume`'s, reopened) before yielding; end it as the block
-        ends: FINISHED once everything queued is stored, KILLED on a signal, else FAILED."""
         from vaelab.signals import deferred
 
         context = context or RunContext()
@@ -115,14 +108,17 @@ class MlflowTracker(NullTracker):
             raise
 
     def _open(self, cfg: DictConfig, context: RunContext, identity: str) -> str:
+        """A new run, or `resume`'s reopened: same id, its metrics go on at later steps."""
         from mlflow.entities import RunTag
 
+        self.experiment_id = self.experiment_id or store.use_experiment(self.client, self.experiment,
+                                                                        self.artifact_location)
         tags = job_tags(context) | {store.IDENTITY_TAG: identity, "vaelab.host": socket.gethostname(),
                                     "vaelab.pid": str(os.getpid()), "vaelab.code": code_digest()}
-        if self._past is not None:  # the same run continues: same id, metrics go on at later steps
+        if self._past is not None:
             self.client.update_run(self._past.run_id, status="RUNNING")
-            tags["vaelab.resumed"] = "true"
-            self.client.log_batch(self._past.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.log_batch(self._past.run_id, tags=[RunTag(k, v) for k, v in tags.items()]
+                                  + [RunTag("vaelab.resumed", "true")])
             self.name = self._past.name
             return self._past.run_id
         self.name = run_name(cfg)
@@ -134,7 +130,7 @@ class MlflowTracker(NullTracker):
         return self.client.create_run(self.experiment_id, run_name=self.name, tags=tags).info.run_id
 
     def _describe_job(self, cfg: DictConfig, context: RunContext) -> None:
-        """The config as params (a new run's: params are write-once) and as a tag, and Hydra's job folder."""
+        """A new run's config as params (they are write-once) and a tag; Hydra's job folder."""
         if self._past is None:
             config = flatten(OmegaConf.to_container(cfg, resolve=True))
             self._log_batch({}, None, 0, compared_params(context.choices, context.overrides, config))
@@ -143,8 +139,8 @@ class MlflowTracker(NullTracker):
             self.client.log_artifacts(self.run_id, str(context.output_dir / ".hydra"), "hydra")
 
     def _finish(self) -> None:
-        """Wait for everything queued, then end the run FINISHED; if the store went away
-        mid-run, say how to log what is kept locally."""
+        """End the run FINISHED once everything queued is stored; if the store went away mid-run,
+        say how to log what is kept locally."""
         self._worker.drain()
         if self.offline is None:
             self._worker.call(self._end, "FINISHED", None).result()
@@ -155,8 +151,8 @@ class MlflowTracker(NullTracker):
                                 "again once the store is back to log them")
 
     def _abandon(self, status: str, err: BaseException | None = None) -> None:
-        """End the run KILLED or FAILED within seconds: pictures still queued are dropped; the
-        metrics and the checkpoint go first, for up to 10 s."""
+        """End the run KILLED or FAILED within seconds: queued pictures are dropped, the metrics and
+        the checkpoint get up to 10 s."""
         from vaelab.signals import ignore_further
 
         if status == "KILLED":
@@ -201,9 +197,8 @@ class MlflowTracker(NullTracker):
         self._worker.submit(self._picture, key, image, step, fallback=lambda: self._keep(key, image, step))
 
     def log_plot(self, key: str, draw: Callable[..., Any], step: int | None = None, final: bool = False) -> None:
-        """Draw `draw(title=...)` on the worker, titled with the run's name and the epoch: with a
-        step, a keyed image for the UI's slider; without one, or `final`, the figure
-        `figures/<key>.png` too (one drawing for both). Drawn even once the store is given up on."""
+        """`draw(title=...)`, drawn on the worker (even once the store is given up on): at `step` a
+        keyed image (the UI's slider); without one, or `final`, the figure `figures/<key>.png` too."""
         self._worker.submit(self._plot, key, draw, step, final, fallback=lambda: self._plot(key, draw, step, final))
 
     def _plot(self, key: str, draw: Callable[..., Any], step: int | None, final: bool) -> None:
@@ -218,10 +213,10 @@ class MlflowTracker(NullTracker):
             self.log_image(key, image, at)  # queued behind this call, retried on its own
 
     def _picture(self, key: str, image: np.ndarray, step: int | None) -> None:
-        """A keyed image at `step` (the UI's Image grid), else the figure `figures/<key>.png`,
-        never in images/: the UI drops all keyed images if one file there is not its own."""
+        """A keyed image at `step`, else the figure `figures/<key>.png`; never in images/, where the
+        UI drops all keyed images if one file is not its own."""
         if step is None:
-            self.client.log_image(self.run_id, image, artifact_file=f"{FIGURES}/{key}.png")
+            self.client.log_image(self.run_id, image, artifact_file=f"{store.FIGURES}/{key}.png")
         else:
             self.client.log_image(self.run_id, image, key=key, step=step, synchronous=True)
 
@@ -235,15 +230,12 @@ class MlflowTracker(NullTracker):
             self._picture(key, image, step)
 
     def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
-        """An MLflow dataset input: the Dataset column shows `name` and a digest of the images as
-        used (hashed on the worker: hashing releases the GIL)."""
-        images = x.detach().cpu().numpy()
+        images = x.detach().cpu().numpy()  # hashed on the worker
         self._worker.submit(lambda: store.log_dataset(self.client, self.run_id, name, images, source, context))
 
     def log_model(self, model: Any, example: np.ndarray, spec: dict[str, Any] | None = None) -> None:
-        """Log a CPU copy of the model under a name of its run, its final test metrics linked to
-        it; not again for a resumed run that has it. Beside MLflow's pickled model (for those who
-        trust their store), its weights and the configs that rebuild it: what vaelab reads back."""
+        """A CPU copy of the model, unless a resumed run has it: MLflow's pickled model (for those
+        who trust their store) and beside it the weights and the configs that rebuild it."""
         if self.save_model and not (self._past is not None and self._past.has_model):
             self._worker.submit(self._model, copy.deepcopy(model).cpu().eval(), example, spec or {}, keep=True)
 
@@ -262,7 +254,9 @@ class MlflowTracker(NullTracker):
             mlflow.pytorch.save_model(model, folder, signature=signature,
                                       pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vaelab"],
                                       serialization_format="pickle")  # a plain nn.Module back from load_model
-            store.write_weights(folder, model, spec)
+            (folder / store.SPEC).parent.mkdir(parents=True, exist_ok=True)
+            (folder / store.SPEC).write_text(json.dumps(spec, indent=1))
+            torch.save(model.state_dict(), folder / store.WEIGHTS)
             self.client.log_model_artifacts(logged.model_id, str(folder))
             store.tag_digests(self.client, self.run_id, [folder / store.WEIGHTS, folder / store.SPEC])
         self.client.finalize_logged_model(logged.model_id, "READY")
@@ -273,26 +267,24 @@ class MlflowTracker(NullTracker):
         self.client.set_tag(self.run_id, store.MODEL_TAG, logged.model_id)
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
-        """Upload the checkpoint just written to `path` (replaced atomically by the next one), for
-        any machine reaching the store to resume the run; a newer upload drops one still queued."""
+        """Upload the checkpoint just written to `path`, for any machine reaching the store to resume
+        the run; a newer one drops an upload still queued."""
         self._worker.submit(self._upload, path, epoch, keep=True, replaces="checkpoint")
 
     def _upload(self, path: Path, epoch: int) -> None:
         if path.is_file():
-            before = path.stat().st_ino
-            digest = sha256_file(path)
+            before, digest = path.stat().st_ino, sha256_file(path)
             self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
-            if path.stat().st_ino == before:  # else a newer checkpoint, whose upload is queued
+            if path.stat().st_ino == before:  # else a newer checkpoint replaced it, its upload queued
                 store.tag_digests(self.client, self.run_id, [], {"vaelab.checkpoint_epoch": str(epoch),
                                                                  store.DIGEST_TAG + path.name: digest})
 
     def fetch_checkpoint(self, run_id: str, dest: Path) -> Path | None:
-        """Download `run_id`'s checkpoint into `dest`; None if it has none. A CheckpointError if it
-        is not the file vaelab uploaded (its digest differs from the one recorded then)."""
-        return self._worker.call(lambda: store.fetch_artifact(self.client, run_id, CHECKPOINT, dest,
-                                                              check=True)).result()
+        """`run_id`'s checkpoint, downloaded into `dest` and checked against its digest; None if none."""
+        return self._worker.call(lambda: store.fetch_artifact(self.client, run_id, CHECKPOINT, dest)).result()
 
     def describe(self) -> str:
         link = run_link(ui_base(self.uri, self.ui_url), self.experiment_id, self.run_id)
         return (f"MLflow run '{self.name}' ({self.run_id}) in experiment '{self.experiment}' ({self.uri}); "
                 f"{ui_hint(self.uri)}: {link}")
+

@@ -1,6 +1,5 @@
-"""Pictures a store could not take, kept on disk beside the run's local checkpoint until the next
-run of the config logs them: one `.npz` each, written whole or not at all (the disk that failed
-the store may be full), read back in the order they were kept."""
+"""Pictures a store could not take, kept beside the run's local checkpoint for the next run of the
+config: one `.npz` each, written whole or not at all (the disk that failed the store may be full)."""
 
 from __future__ import annotations
 
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from vaelab.tracking.worker import short_error
 
 log = logging.getLogger("vaelab.tracking")
 
@@ -30,10 +31,8 @@ def keep(folder: Path, key: str, image: np.ndarray, step: int | None) -> None:
 
 
 def kept(folder: Path) -> Iterator[tuple[str, np.ndarray, int | None]]:
-    """(key, image, step) of each kept picture, removed once read; one that cannot be read is
-    passed over with a warning."""
-    from vaelab.tracking.worker import short_error
-
+    """(key, image, step) of each kept picture in the order kept, removed once read; one that
+    cannot be read is passed over with a warning."""
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
         try:
             with np.load(path) as found:

@@ -1,9 +1,8 @@
-"""The one background thread that talks to the tracking store for a run.
+"""The one background thread that talks to the store for a run, and the retries before training.
 
-Calls run in order on a single-thread `ThreadPoolExecutor`; each is retried while the store is
-busy or failing, for up to `patience_s`; after that the worker goes offline (it says why once,
-on the run's logger) and training goes on: what follows is skipped, or handed to its `fallback`
-(pictures wait in the run's outbox for the next run of the config).
+Calls run in order on a one-thread `ThreadPoolExecutor`, each retried for up to `patience_s`; then
+the worker goes offline (it says why once) and training goes on: later calls are skipped, or
+handed to their `fallback` (pictures wait in the run's outbox for the next run of the config).
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ detail = logging.getLogger("vaelab.tracking.detail")  # to tracking.log only, wi
 
 
 def short_error(err: BaseException) -> str:
-    """An error in a few words: the operating system's reason where there is one (a refused
-    connection, a missing folder), else the first line of its message that is not a link to the
-    library's documentation, cut to 300 characters."""
+    """An error in a few words: the operating system's reason if there is one (a refused
+    connection), else the first line of its message that is not SQLAlchemy's detail."""
     text = str(err)
     reason = re.search(r"\[Errno -?\d+\] ([^\"\n]+)", text)
     if reason:
@@ -34,12 +32,6 @@ def short_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"[:300]
 
 
-def is_busy(err: BaseException) -> bool:
-    """A store that is there but busy (SQLite locked by another writer) is worth waiting for."""
-    text = str(err).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
 def refused(err: BaseException) -> str | None:
     """What a server that asks for a login, or refuses it, said (HTTP 401 or 403), if it did."""
     found = re.search(r"error code (401|403)\b", str(err))
@@ -47,9 +39,8 @@ def refused(err: BaseException) -> str | None:
 
 
 def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn` until it succeeds, before anything trains: a store unreachable or refusing writes for
-    `connect_timeout_s` is an error; a busy one gets `patience_s`; a server refusing the login
-    is an error at once."""
+    """`fn` until it succeeds, before anything trains: a store unreachable for `connect_timeout_s`
+    is a TrackingError; a busy (locked) one gets `patience_s`; a refused login fails at once."""
     from vaelab.errors import TrackingError
 
     started = time.monotonic()
@@ -62,7 +53,8 @@ def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Call
                 raise TrackingError(f"the tracking server {uri} refused vaelab ({why}): pass its login with "
                                     "tracking.credentials=<file> or MLFLOW_TRACKING_USERNAME and "
                                     "MLFLOW_TRACKING_PASSWORD") from None
-            if time.monotonic() - started > (patience_s if is_busy(err) else connect_timeout_s):
+            busy = "database is locked" in str(err).lower() or "database is busy" in str(err).lower()
+            if time.monotonic() - started > (patience_s if busy else connect_timeout_s):
                 raise TrackingError(f"the tracking store {uri} cannot be reached or written: "
                                     f"{short_error(err)}; check tracking.uri") from None
             time.sleep(0.5)
@@ -86,10 +78,9 @@ class Worker:
 
     def submit(self, fn: Callable[..., Any], *args: Any, keep: bool = False,
                fallback: Callable[[], None] | None = None, replaces: str | None = None) -> Future:
-        """Run `fn` in turn, retried; `keep`: not dropped when the run is abandoned (metrics,
-        checkpoints); `fallback`: what to do instead once the store is given up on; `replaces`:
-        an earlier call queued under this key that has not started is dropped (a newer one makes
-        it redundant)."""
+        """Run `fn` in turn, retried. `keep`: not dropped when the run is abandoned (metrics,
+        checkpoints); `fallback`: what runs instead once the store is given up on; `replaces`: a
+        call queued earlier under this key, not yet started, is dropped (this one supersedes it)."""
         future = self._track(self._pool.submit(self._retrying, fn, args, fallback), keep)
         if replaces is not None:
             with self._lock:
