@@ -148,7 +148,9 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_same_command_resumes(smal
     proc = start(*args, home=home)
     filler = small_disk / "filler"
     for line in proc.stdout:
-        if line.startswith("epoch   1/4"):
+        # After epoch 2's line: epoch 1's checkpoint is on disk (it is written after epoch 1's line,
+        # before epoch 2 trains), so there is one to resume from whatever the full disk cuts next.
+        if line.startswith("epoch   2/4"):
             with open(filler, "wb") as f:  # the disk fills up
                 try:
                     while True:
