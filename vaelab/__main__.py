@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vaelab.config import register_configs
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, config_error
 from vaelab.help import register_help_resolver
 from vaelab.paths import config_dir, home  # noqa: F401 - config_dir is also imported from here by tests and tools
 from vaelab.signals import Interrupted, forward_to_children, handle_signals
@@ -33,7 +33,8 @@ def task(cfg: DictConfig) -> float:
     """One run; in a sweep, a failed job returns NaN (a failed trial to Optuna) instead of
     raising, so that Hydra's sweepers and launchers carry on with the other jobs."""
     from vaelab.config import validate
-    from vaelab.sweeps import JobRecord, job_context, job_failed, sweeper_counts_failures
+    from vaelab.context import job_context
+    from vaelab.sweeps import JobRecord, job_failed, sweeper_counts_failures
 
     context = job_context()
     record = JobRecord.start(context)
@@ -166,35 +167,6 @@ def stopped(err: Interrupted) -> None:
           "run the same command again to resume", file=sys.stderr)
     sys.exit(err.exit_code)
 
-
-def config_error(err: BaseException) -> str | None:
-    """A short message for errors in the user's configs (YAML syntax, composition, types), or
-    None for anything else (a bug, whose traceback is worth seeing)."""
-    import yaml
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    chain = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    for e in chain:
-        if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-            mark = e.problem_mark
-            return (f"YAML syntax error in {mark.name}, line {mark.line + 1}, column {mark.column + 1}: "
-                    f"{e.problem}")
-    for e in chain:
-        if isinstance(e, (HydraException, OmegaConfBaseException)):
-            lines = [line for line in str(e).strip().splitlines() if line.strip()]
-            if "Available options" in str(e):  # every option of the group, not Hydra's search path
-                return "\n".join(lines[:next((i for i, x in enumerate(lines) if x.startswith("Config search")),
-                                              len(lines))])
-            reason = next((c for c in chain[chain.index(e) + 1:] if isinstance(c, OmegaConfBaseException)), None)
-            if reason is not None:  # "Error merging override k=v" says which; its cause says why
-                lines = lines[:1] + [line.strip() for line in str(reason).splitlines()[:1]]
-                return ": ".join(lines)
-            return "\n".join(lines[:5])
-    return None
 
 
 if __name__ == "__main__":

@@ -35,3 +35,33 @@ class PreviousFailure(VaelabError):
 
 class ResourceError(VaelabError):
     """The machine ran out of something a run needs (disk space): freeing it and re-running resumes."""
+
+
+def config_error(err: BaseException) -> str | None:
+    """A short message for errors in the user's configs (YAML syntax, composition, types), or
+    None for anything else (a bug, whose traceback is worth seeing)."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+            mark = e.problem_mark
+            return (f"YAML syntax error in {mark.name}, line {mark.line + 1}, column {mark.column + 1}: "
+                    f"{e.problem}")
+    for e in chain:
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            if "Available options" in str(e):  # every option of the group, not Hydra's search path
+                return "\n".join(lines[:next((i for i, x in enumerate(lines) if x.startswith("Config search")),
+                                              len(lines))])
+            reason = next((c for c in chain[chain.index(e) + 1:] if isinstance(c, OmegaConfBaseException)), None)
+            if reason is not None:  # "Error merging override k=v" says which; its cause says why
+                lines = lines[:1] + [line.strip() for line in str(reason).splitlines()[:1]]
+                return ": ".join(lines)
+            return "\n".join(lines[:5])
+    return None

@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: vaelab plan [--multirun] [group=option ...] [key=v1,v2 ...]\n" + __doc__.split("\n\n")[0])
         return 0
-    from vaelab.__main__ import config_error
+    from vaelab.errors import config_error
 
     try:
         print(plan_text(plan(argv)))

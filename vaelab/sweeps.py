@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import textwrap
 import traceback
@@ -21,40 +20,12 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from vaelab.tracking.base import RunContext
+    from vaelab.context import RunContext
 
 log = logging.getLogger(__name__)
 RECORD = "vaelab_job.json"
 FAILED_STATUSES = ("FAILED", "KILLED")
 SUMMARY_METRICS = ("test/loss", "test/recon", "test/kl", "test/iw_nll", "test/active_units", "train/loss")
-
-
-def job_context() -> RunContext:
-    """What Hydra knows about the job running now (its folder, overrides, number, launcher)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from vaelab.tracking.base import RunContext
-
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    return RunContext(
-        output_dir=Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
-        job_num=hc.job.num if multirun else None,
-        sweep_dir=hc.sweep.dir if multirun else None,
-        parallel_jobs=parallel_jobs(hc.launcher) if multirun else 1,
-        choices={g: str(c) for g, c in hc.runtime.choices.items() if c is not None and not g.startswith(("hydra", "schema"))},
-    )
-
-
-def parallel_jobs(launcher: DictConfig) -> int:
-    """How many jobs the launcher runs at once on this machine: its n_jobs (joblib's; -1: all cores)."""
-    n_jobs = launcher.get("n_jobs")
-    if n_jobs is None:
-        return 1
-    cores = os.cpu_count() or 1
-    return cores if n_jobs < 0 else max(1, min(int(n_jobs), cores))
 
 
 class JobFailed(Exception):

@@ -24,12 +24,13 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from vaelab.app import Job, Outcome
+from vaelab.context import job_context
 from vaelab.building import AUTOCAST
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset
 from vaelab.metrics import evaluate_elbo
 from vaelab.stacked.stack import Stack
-from vaelab.sweeps import JobRecord, job_context, job_failed, sweeper_counts_failures
+from vaelab.sweeps import JobRecord, job_failed, sweeper_counts_failures
 from vaelab.train import RunningLoss, check_finite
 
 

@@ -13,19 +13,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from vaelab.context import RunContext  # noqa: F401 - the tracker records it; imported from here too
+
 PARENT_ENV = "VAELAB_PARENT_RUN_ID"  # how the sweep callback hands its parent run to the jobs
-
-
-@dataclass
-class RunContext:
-    """What Hydra knows about the job that the tracker records."""
-
-    output_dir: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    job_num: int | None = None
-    sweep_dir: str | None = None
-    parallel_jobs: int = 1  # jobs the launcher runs at once on this machine (joblib's n_jobs)
-    choices: dict[str, str] = field(default_factory=dict)  # the option of each config group: model=mlp, ...
 
 
 @dataclass
