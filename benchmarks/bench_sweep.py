@@ -8,7 +8,7 @@ checkpoints at their default cadence. The basic sweep runs first. Printed: each 
 the training time of its members (the sum of their `time/train_s`; under the stacked launcher that
 is each member's share of the stacked epochs), the target ratio (stacked wall time over the basic
 sweep's training time; the issue asks <= 1.1), members per hour, and where the stacked sweep's time
-goes, read back from its runs' metrics.
+went, as its group prints it (opening the jobs, stacked steps, test ELBO, pictures, checkpoints, wrap-up).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def sweep(launcher: str, overrides: list[str], home: Path) -> tuple[float, str]:
 
 
 def members(home: Path) -> list[dict[str, float]]:
-    """Per member: the sums over epochs of train_s, epoch_s and wall_s, and startup_s, total_s."""
+    """Per member: the sum over its epochs of `time/train_s`."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
@@ -44,9 +44,7 @@ def members(home: Path) -> list[dict[str, float]]:
     for run in client.search_runs([exp.experiment_id]):
         if run.data.tags.get("sweep") == "parent":
             continue
-        row = {k: sum(m.value for m in client.get_metric_history(run.info.run_id, f"time/{k}"))
-               for k in ("train_s", "epoch_s", "wall_s")}
-        rows.append(row | {k: run.data.metrics.get(f"time/{k}", 0.0) for k in ("startup_s", "total_s")})
+        rows.append({"train_s": sum(m.value for m in client.get_metric_history(run.info.run_id, "time/train_s"))})
     return rows
 
 
@@ -79,17 +77,6 @@ def main() -> None:
     for launcher, (wall, rows) in results.items():
         ratio = f"{wall / basic_train:.2f}" if basic_train else "-"
         print(f"| {launcher} | {wall:.1f} | {sum(m['train_s'] for m in rows):.1f} | {ratio} | {3600 * k / wall:.0f} |")
-    if "stacked" in results:
-        wall, rows = results["stacked"]
-        train = sum(m["train_s"] for m in rows)
-        evaluation = sum(m["epoch_s"] - m["train_s"] for m in rows)
-        reports = sum(m["wall_s"] - m["epoch_s"] for m in rows)
-        print(f"\nwhere the stacked sweep's {wall:.1f} s go (from its runs' metrics):")
-        for name, value in (("stacked training steps", train), ("test ELBO per epoch", evaluation),
-                            ("pictures, metrics, checkpoints per epoch", reports),
-                            ("the rest: start, store, opening the runs, wrap-up, models, exit",
-                             wall - train - evaluation - reports)):
-            print(f"  {name:<66} {value:7.1f} s  {value / wall:6.1%}")
 
 
 if __name__ == "__main__":
