@@ -140,6 +140,7 @@ def test_an_installed_wheel_carries_its_configs(tmp_path, mnist_root):
     shipped = {p.relative_to(site / "vaelab" / "conf") for p in (site / "vaelab" / "conf").rglob("*.yaml")}
     in_repo = {p.relative_to(REPO / "conf") for p in (REPO / "conf").rglob("*.yaml")}
     assert shipped == in_repo
+    assert (site / "hydra_plugins" / "vaelab_stacked_launcher" / "stacked_launcher.py").is_file()  # hydra/launcher=stacked
     env = {"PYTHONPATH": str(site)}
     where = subprocess.run([sys.executable, "-c", "import vaelab; print(vaelab.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env})

@@ -125,3 +125,17 @@ def test_plan_shows_the_stacks_the_launcher_would_train(mnist_root, capsys):
     out = capsys.readouterr().out
     assert "stacked launcher: jobs 0, 2 train together" in out
     assert "stacked launcher: job 1 alone (loss=iwae trains k samples apart)" in out
+
+
+@pytest.mark.slow
+def test_an_optuna_study_trains_each_batch_of_trials_as_a_stack(tmp_path, mnist_root):
+    """Optuna's sweeper hands the launcher `n_jobs` trials at a time: each batch is one stack, and
+    the study reads each member's test loss."""
+    args = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", "loss.beta=interval(0.5,4)",
+            f"data.root={mnist_root}", "data.verify=false", "trainer.epochs=1", "trainer.batch_size=32",
+            "trainer.progress=false", "tracking=none"]
+    study = vaelab("--multirun", STACKED, *args, home=tmp_path / "home")
+    assert study.returncode == 0, study.stderr[-3000:]
+    assert "stacked launcher: jobs 0, 1 train together" in study.stdout
+    assert "stacked launcher: jobs 2, 3 train together" in study.stdout
+    assert "Best value: " in study.stdout + study.stderr and "sweep of 4 jobs: 4 finished" in study.stdout
