@@ -59,3 +59,19 @@ def test_two_shapes_make_two_stacks(tmp_path, mnist_root, store, experiment):
     assert sweep.stdout.count("stacked: 2 jobs train together") == 2
     children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_group_opens_leaves_no_run_running(tmp_path, slow_mnist, store, experiment):
+    """The first member is open (its run started) when the signal comes, the second is opening:
+    both end KILLED or never start, and the same command then trains both."""
+    args = base_args(slow_mnist, store, "trainer.epochs=1", "trainer.seed=0,1", experiment=experiment)
+    proc = start("--multirun", STACKED, *args, home=tmp_path / "home")
+    out, err = stop_after(proc, "startup: ", signal.SIGTERM)  # the first member's run has started
+    assert proc.returncode == 143, err[-3000:]
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert children and {r.info.status for r in children} == {"KILLED"}, [r.info.status for r in children]
+    again = vaelab("--multirun", STACKED, *args, home=tmp_path / "home")
+    assert again.returncode == 0, again.stderr[-3000:]
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}

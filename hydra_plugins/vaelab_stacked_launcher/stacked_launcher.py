@@ -57,8 +57,13 @@ class StackedLauncher(Launcher):
             if len(members) == 1:
                 returns[members[0]] = self._run(configs[members[0]], self.task_function)
                 continue
-            group = Group()
-            opened = {i: self._run(configs[i], group.open) for i in members}
+            group, opened = Group(), {}
+            try:  # a signal while the jobs open: those already open end KILLED too
+                for i in members:
+                    opened[i] = self._run(configs[i], group.open)
+            except BaseException as err:
+                group.abort(err)
+                raise
             group.train()
             for i, ret in opened.items():
                 returns[i] = ret

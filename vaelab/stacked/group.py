@@ -175,13 +175,19 @@ class Group:
             total = sum(self.seconds.values())
             print(f"stacked: {len(self.members)} jobs in {total:.1f} s: "
                   + ", ".join(f"{what} {s:.1f} s" for what, s in self.seconds.items()), flush=True)
-        except BaseException as err:  # a signal: every member still open ends KILLED, resumable
-            for member in self.members:
-                if member.job.context.job_num not in self.results:
-                    ended = member.error or err  # one that diverged before still ends FAILED
-                    member.job.__exit__(type(ended), ended, ended.__traceback__)
-                    member.record.save("FAILED" if member.error else "KILLED", error=type(ended).__name__)
+        except BaseException as err:
+            self.abort(err)
             raise
+
+    def abort(self, err: BaseException) -> None:
+        """A signal (or a bug) stops the group: every member still open ends KILLED, resumable; one
+        that diverged before ends FAILED."""
+        for member in self.members:
+            if member.job.context.job_num not in self.results:
+                ended = member.error or err
+                member.job.__exit__(type(ended), ended, ended.__traceback__)
+                member.record.save("FAILED" if member.error else "KILLED", error=type(ended).__name__)
+                self.results[member.job.context.job_num] = ended
 
     def _close(self, member: Member) -> None:
         job, num = member.job, member.job.context.job_num
