@@ -75,3 +75,22 @@ def test_sigterm_while_a_group_opens_leaves_no_run_running(tmp_path, slow_mnist,
     assert again.returncode == 0, again.stderr[-3000:]
     children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
     assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_two_stacked_sweeps_of_the_same_configs_at_once_train_each_once(tmp_path, mnist_root, store, experiment):
+    """Each member holds its config's lock while its stack trains: two sweeps of the same configs
+    in the other order would each hold one lock and wait for the other's, forever. A member whose
+    config is held elsewhere now runs after its stack, alone: it waits there, then skips."""
+    common = base_args(mnist_root, store, "trainer.epochs=2", experiment=experiment)
+    procs = [start("--multirun", STACKED, *common, seeds, home=tmp_path / "home")
+             for seeds in ("trainer.seed=0,1", "trainer.seed=1,0")]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    children = [r for r in runs_of(store, experiment) if r.data.tags.get("sweep") != "parent"]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"]  # each config trained once
+    assert sum(out.count("already finished: run ") for out, _ in outputs) == 2

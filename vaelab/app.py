@@ -33,8 +33,6 @@ from vaelab.train import fit
 
 
 @dataclass
-
-
 class Outcome:
     """How a run ended: its final test loss, its MLflow run (if tracked), and what happened."""
 
@@ -100,12 +98,12 @@ class Job:
         finally:
             self.held.__exit__(*exc)
 
-    def open(self, data: Dataset | None = None) -> Outcome | None:
+    def open(self, data: Dataset | None = None, wait: bool = True) -> Outcome | None:
         """Everything up to the first training step; an Outcome when there is nothing to train.
-        `data`: the data set already loaded (by a stacked job of the same data)."""
+        `data`: the data set already loaded (by a stacked job of the same data). The same config
+        started twice at once: the second waits, then skips; without `wait`, `resuming.Busy`."""
         cfg, context = self.cfg, self.context
-        # the same config started twice at once: the second waits, then skips
-        self.held.enter_context(self.spool.only_one())
+        self.held.enter_context(self.spool.only_one(wait))
         log_dir = context.output_dir if context is not None and context.output_dir is not None else self.spool.folder
         lookup = self.tracker.connect(self.identity, log_dir)  # reaching the store overlaps reading the data
         # Helper threads must be idle before an error ends the process: one still importing

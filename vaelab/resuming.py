@@ -22,9 +22,11 @@ from vaelab.signals import deferred
 from vaelab.tracking import NullTracker, PastRun
 
 
+class Busy(Exception):
+    """The config is held by another process (`Spool.only_one(wait=False)`); the message names it."""
+
+
 @dataclass
-
-
 class ResumePlan:
     past: PastRun | None  # the run to continue (None: a new run)
     skip: bool = False  # it finished: report it, train nothing
@@ -99,9 +101,9 @@ class Spool:
         self.outbox = folder / "outbox"
 
     @contextlib.contextmanager
-    def only_one(self) -> Iterator[None]:
+    def only_one(self, wait: bool = True) -> Iterator[None]:
         """Hold this config for this process: another process running it makes this one wait
-        (it then finds the run finished, or resumes it)."""
+        (it then finds the run finished, or resumes it), or, without `wait`, raise `Busy`."""
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         with open(self.folder.with_name(self.folder.name + ".lock"), "a+") as lock:
             try:
@@ -109,6 +111,8 @@ class Spool:
             except BlockingIOError:
                 lock.seek(0)
                 holder = lock.read().strip() or "another process"
+                if not wait:
+                    raise Busy(holder) from None
                 print(f"vaelab: the same config is running in {holder}; waiting for it to end", flush=True)
                 fcntl.flock(lock, fcntl.LOCK_EX)  # released when that process ends, however it ends
             lock.truncate(0)

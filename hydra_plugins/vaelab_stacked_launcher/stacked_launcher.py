@@ -69,6 +69,8 @@ class StackedLauncher(Launcher):
                 returns[i] = ret
                 if ret.status == JobStatus.COMPLETED and ret.return_value is Group.PENDING:
                     self._settle(ret, group.results[configs[i].hydra.job.num])
+                elif ret.status == JobStatus.COMPLETED and ret.return_value is Group.BUSY:
+                    returns[i] = self._run(configs[i], self.task_function)  # now alone: it waits, then skips
         return returns
 
     def _job_config(self, idx: int, overrides: Sequence[str]) -> DictConfig:

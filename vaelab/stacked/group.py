@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from vaelab.app import Job, Outcome
 from vaelab.context import job_context
+from vaelab.resuming import Busy
 from vaelab.building import AUTOCAST
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset
@@ -121,6 +122,7 @@ class Group:
     """Jobs of one shape (`plan.stack_key`), opened one by one and then trained together."""
 
     PENDING = "pending: trained with its stack"  # what an open member's task returns to Hydra's run_job
+    BUSY = "busy: run alone after the stack"  # its config is held by another process: it waits later, alone
 
     def __init__(self) -> None:
         self.members: list[Member] = []
@@ -142,7 +144,13 @@ class Group:
         job: Job | None = None
         try:
             job = Job(cfg, context, label=f"[job {context.job_num}] ")
-            done = job.open(self.data)
+            try:  # a member never waits for a lock while its group holds others: two groups could wait on each other
+                done = job.open(self.data, wait=False)
+            except Busy as busy:
+                job.__exit__(None, None, None)
+                print(f"vaelab: job {context.job_num}: the same config is running in {busy}; "
+                      "it runs after this stack", flush=True)
+                return self.BUSY
             if done is None:
                 self.data = job.data
                 self.members.append(Member(job, record, Streams(job.device), self.seconds))
@@ -162,8 +170,9 @@ class Group:
         """Train every open member, stacked with those that start at the same epoch; close each."""
         if self.members:
             job = self.members[0].job
-            print(f"stacked: {len(self.members)} jobs train together "
-                  f"(jobs {', '.join(str(m.job.context.job_num) for m in self.members)})")
+            numbers = ", ".join(str(m.job.context.job_num) for m in self.members)
+            print(f"stacked: {len(self.members)} jobs train together (jobs {numbers})" if len(self.members) > 1
+                  else f"stacked: job {numbers} trains alone (the others of its stack need not train now)")
             print(job.summary)
         try:
             by_start = lambda m: m.state.epoch  # noqa: E731
