@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from vaelab.identity import compared
 
 if TYPE_CHECKING:
-    from vaelab.tracking.base import RunContext
+    from vaelab.context import RunContext
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 5000  # where `vaelab ui` and `make ui` listen by default
 DEFAULT_UI = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
