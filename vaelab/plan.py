@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from vaelab.errors import VaelabError
 
@@ -21,6 +22,7 @@ class JobPlan:
     overrides: list[str]
     action: str  # skip, resume, refuse, running, train
     detail: str
+    cfg: Any = field(default=None, repr=False)  # the job's composed config
 
 
 def jobs(args: list[str]) -> list[list[str]]:
@@ -48,7 +50,7 @@ def plan(args: list[str]) -> list[JobPlan]:
         for number, overrides in enumerate(jobs(task)):
             cfg = compose(config_name="config", overrides=overrides)
             validate(cfg)
-            plans.append(JobPlan(number, overrides, *decide(cfg)))
+            plans.append(JobPlan(number, overrides, *decide(cfg), cfg=cfg))
     return plans
 
 
@@ -86,20 +88,13 @@ def decide(cfg) -> tuple[str, str]:  # noqa: ANN001 - a composed DictConfig
     return "train", "a new run" if cfg.trainer.resume or past is None else f"a new run (trainer.resume=false; {past.run_id} kept)"
 
 
-def stacks(args: list[str]) -> list[str]:
+def stacks(plans: list[JobPlan], args: list[str]) -> list[str]:
     """Under `hydra/launcher=stacked`, which jobs would train together (the launcher's own first lines)."""
-    from hydra import compose, initialize_config_dir
+    from vaelab.stacked import group_jobs, grouping_line
 
-    from vaelab.paths import config_dir
-    from vaelab.stacked import group_jobs
-
-    task = [a for a in args if not a.startswith(("hydra/", "hydra.", "+hydra", "-"))]
     limit = [int(a.split("=", 1)[1]) for a in args if a.startswith("hydra.launcher.max_members=")]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        configs = [compose(config_name="config", overrides=overrides) for overrides in jobs(task)]
-    return [f"stacked launcher: job{'s' if len(members) > 1 else ''} {', '.join(map(str, members))} "
-            + ("train together" if len(members) > 1 else f"alone ({why})")
-            for members, why in group_jobs(configs, limit[-1] if limit else 64)]
+    return [grouping_line([plans[i].job for i in members], why)
+            for members, why in group_jobs([p.cfg for p in plans], limit[-1] if limit else 64)]
 
 
 def plan_text(plans: list[JobPlan]) -> str:
@@ -121,9 +116,10 @@ def main(argv: list[str]) -> int:
     from vaelab.errors import config_error
 
     try:
-        print(plan_text(plan(argv)))
+        plans = plan(argv)
+        print(plan_text(plans))
         if "hydra/launcher=stacked" in argv:
-            print("\n".join(stacks(argv)))
+            print("\n".join(stacks(plans, argv)))
     except VaelabError as err:
         print(f"vaelab plan: error: {err}", file=sys.stderr)
         return 2

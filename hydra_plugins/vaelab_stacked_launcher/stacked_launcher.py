@@ -41,7 +41,7 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from vaelab.stacked import Group, group_jobs
+        from vaelab.stacked import Group, group_jobs, grouping_line
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -49,9 +49,7 @@ class StackedLauncher(Launcher):
         configs = [self._job_config(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         plan = group_jobs(configs, self.max_members)
         for members, why in plan:  # `vaelab plan hydra/launcher=stacked ...` prints the same lines
-            numbers = ", ".join(str(initial_job_idx + i) for i in members)
-            print(f"stacked launcher: job{'s' if len(members) > 1 else ''} {numbers} "
-                  + ("train together" if len(members) > 1 else f"alone ({why})"), flush=True)
+            print(grouping_line([initial_job_idx + i for i in members], why), flush=True)
         returns: list[JobReturn | None] = [None] * len(configs)
         for members, _ in plan:
             if len(members) == 1:

@@ -3,7 +3,7 @@
 `group` (the members' epochs, evaluation, reports and checkpoints), `plan` (which jobs share a stack)."""
 
 from vaelab.stacked.group import Group
-from vaelab.stacked.plan import group_jobs, stack_key
+from vaelab.stacked.plan import group_jobs, grouping_line, stack_key
 from vaelab.stacked.stack import Stack
 
-__all__ = ["Group", "Stack", "group_jobs", "stack_key"]
+__all__ = ["Group", "Stack", "group_jobs", "grouping_line", "stack_key"]

@@ -52,3 +52,10 @@ def group_jobs(configs: Sequence[DictConfig], max_members: int) -> list[tuple[li
               for i in range(0, len(members), max_members)]
     stacks = [(m, "" if len(m) > 1 else "no other job has its shapes") for m, _ in stacks]
     return sorted(stacks + alone, key=lambda group: group[0][0])
+
+
+def grouping_line(numbers: Sequence[int], why: str) -> str:
+    """How the launcher (and `vaelab plan`) tells one group: the jobs that train together, or one alone and why."""
+    many = len(numbers) > 1
+    return (f"stacked launcher: job{'s' if many else ''} {', '.join(map(str, numbers))} "
+            + ("train together" if many else f"alone ({why})"))
