@@ -10,8 +10,8 @@ included), and prints, as medians over the rounds:
 
 - the per-epoch cost: tracked epoch / untracked epoch - 1 (epochs 2..N; epoch 1 pays warm-up);
 - the fixed cost: the wall-time difference of the two commands, less the difference of epochs
-  2..N (what a tracked command pays once: imports, the store, what epoch 1 pays more than the
-  others, the wrap-up, the model, the exit). Before 2026-12-02 it left epoch 1 out as well.
+  2..N (what a tracked command pays once: imports, the store, what its epoch 1 takes beyond the
+  untracked epoch 1, the wrap-up, the model, the exit). Before 2026-12-02 it left epoch 1 out as well.
 """
 
 from __future__ import annotations
