@@ -29,6 +29,50 @@ def test_an_unreachable_store_is_one_line_within_seconds_and_nothing_trains(tmp_
     assert elapsed < 60, f"took {elapsed:.0f}s"  # 10 s of trying, plus start-up on a loaded CI machine
 
 
+def test_a_server_slow_to_answer_is_waited_for_not_called_unreachable(monkeypatch):
+    """CI, stop 22: a loaded tracking server took over 2 s for one search; vaelab's request timeout
+    ran out and the job failed "cannot be reached". A slow answer is a busy store: patience_s."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from vaelab.tracking import store
+    from vaelab.tracking.worker import until_usable
+
+    asked: list[float] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            asked.append(time.monotonic())
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if len(asked) <= 3:
+                time.sleep(1.6)  # past the 1 s request timeout, three times: 5 s past connect_timeout_s
+            body = json.dumps({"experiments": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    try:
+        store.retry_on_our_terms(1.0)
+        assert until_usable(uri, 1.0, 30.0, store.connect, uri) is not None
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(asked) == 4 and asked[-1] - asked[0] > 1.0
+
+
 def test_an_unwritable_store_is_one_line_and_nothing_trains(tmp_path, slow_mnist):
     (tmp_path / "a-file").write_text("not a folder")
     args = base_args(slow_mnist, tmp_path / "home", "trainer.epochs=1",

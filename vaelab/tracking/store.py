@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -78,9 +79,11 @@ def reach(uri: str, timeout_s: float = 5.0) -> Any:
 
 
 def retry_on_our_terms(timeout_s: float) -> None:
-    """vaelab retries a store itself (`worker`); MLflow's HTTP retries would add minutes per call."""
+    """vaelab retries a store itself (`worker`); MLflow's HTTP retries would add minutes per call.
+    A request waits up to `timeout_s` (connecting, then between bytes of the answer): a server
+    that is slow to answer is busy and retried (`until_usable`), not unreachable."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s / 2, 1))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(math.ceil(timeout_s), 1)))
 
 
 def read_credentials(path: str | Path) -> tuple[str, str]:

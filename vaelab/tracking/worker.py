@@ -38,9 +38,13 @@ def refused(err: BaseException) -> str | None:
     return {"401": "it asks for a login", "403": "the login may not do this"}[found.group(1)] if found else None
 
 
+BUSY = ("database is locked", "database is busy", "read timed out")  # reached, but not answering yet
+
+
 def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Callable[..., Any], *args: Any) -> Any:
     """`fn` until it succeeds, before anything trains: a store unreachable for `connect_timeout_s`
-    is a TrackingError; a busy (locked) one gets `patience_s`; a refused login fails at once."""
+    is a TrackingError; a busy one (a locked database, a server that took the request but is slow
+    to answer) gets `patience_s`; a refused login fails at once."""
     from vaelab.errors import TrackingError
 
     started = time.monotonic()
@@ -53,7 +57,7 @@ def until_usable(uri: str, connect_timeout_s: float, patience_s: float, fn: Call
                 raise TrackingError(f"the tracking server {uri} refused vaelab ({why}): pass its login with "
                                     "tracking.credentials=<file> or MLFLOW_TRACKING_USERNAME and "
                                     "MLFLOW_TRACKING_PASSWORD") from None
-            busy = "database is locked" in str(err).lower() or "database is busy" in str(err).lower()
+            busy = any(sign in str(err).lower() for sign in BUSY)
             if time.monotonic() - started > (patience_s if busy else connect_timeout_s):
                 raise TrackingError(f"the tracking store {uri} cannot be reached or written: "
                                     f"{short_error(err)}; check tracking.uri") from None
