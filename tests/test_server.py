@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from tests.services_fixtures import need, run_vaelab, shared_tmpdir, sweep_runs, tracked_overrides
 from vaelab.services import postgres, tracking_server
 from vaelab.services.process import free_port, port_open
+from vaelab.tracking.store import read_credentials
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +70,29 @@ class Lines:
         raise AssertionError(f"no line starting {prefix!r} in {timeout} s:\n" + "\n".join(self.lines[-30:]))
 
 
+def test_the_login_checks_a_password_once_a_minute_not_on_every_request(tmp_path, monkeypatch):
+    """MLflow checked every request's password with PBKDF2 (0.38 s a request here: a two-job SLURM
+    sweep through the login spent 36 s in its summary); the login turns MLflow's own credential
+    cache on, in a new login folder and in one made before."""
+    from mlflow.server.auth.config import read_auth_config
+
+    from vaelab.services.login import AUTH_CACHE_TTL_S, Login
+
+    new, old = Login(tmp_path / "new"), Login(tmp_path / "old")
+    new.prepare()
+    old.prepare()
+    made_before = "".join(line for line in old.config.read_text().splitlines(keepends=True)
+                          if not line.startswith("auth_cache_ttl_seconds"))
+    old.config.write_text(made_before)
+    assert old.prepare() is None, "a login folder is made once"
+    for login in (new, old):
+        monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(login.config))
+        config = read_auth_config()
+        assert config.auth_cache_ttl_seconds == AUTH_CACHE_TTL_S > 0
+        assert config.admin_password == read_credentials(login.credentials)[1]
+        assert login.config.stat().st_mode & 0o777 == 0o600
+
+
 def refused_without_login(uri: str) -> int:
     import urllib.error
     import urllib.request
@@ -83,7 +107,6 @@ def refused_without_login(uri: str) -> int:
 def test_make_server_prints_the_uri_keeps_its_data_and_stops_on_a_signal(server_home, monkeypatch):
     """The server had no login: any local user could write to it. It runs MLflow's basic-auth
     app, with an admin password made at the first start, printed that once, kept owner-only."""
-    from vaelab.tracking.store import read_credentials
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then what a process manager sends
         port = free_port()
@@ -145,7 +168,6 @@ def test_a_parallel_sweep_lands_in_postgres_through_the_server(server, mnist_roo
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,3", cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    from vaelab.tracking.store import read_credentials
 
     user, password = read_credentials(server.login.credentials)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
