@@ -6,10 +6,11 @@ admin user on the first start) and `credentials`, in the format of MLflow's clie
 file (`~/.mlflow/credentials`), which vaelab reads with `tracking.credentials=<that file>`
 (`vaelab.tracking.store.use_credentials`).
 
-MLflow checks the password of every request with PBKDF2 (0.38 s a request measured here, against
-0.015 s without a login); its own credential cache (`auth_cache_ttl_seconds`) is turned on, so a
-worker checks each login once a minute. The price, as MLflow's `basic_auth.ini` says: a password
-changed or a user deleted is still accepted for up to that minute by the server's other workers.
+MLflow checks the password of every request with PBKDF2 (0.37 s a request measured here, 0.012 s
+without a login: benchmarks/bench_login.py); its own credential cache (`auth_cache_ttl_seconds`)
+is turned on, so a worker checks each login once a minute. The price, as MLflow's `basic_auth.ini`
+says: a password changed or a user deleted is still accepted for up to that minute by the
+server's other workers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from vaelab.services.process import ServiceError
 
 ADMIN = "admin"
-AUTH_CACHE_TTL_S = 60  # MLflow checks a password (PBKDF2, ~0.4 s) once a minute per worker, not on every request
+AUTH_CACHE_TTL_S = 60  # MLflow checks a password (PBKDF2, 0.37 s here) once a minute per worker, not on every request
 
 
 class Login:
