@@ -10,7 +10,6 @@ Prints, per server, the time of `--requests` `get_run` calls and the time per re
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import tempfile
 import time
@@ -22,7 +21,7 @@ def measure(folder: Path, login: str, requests: int) -> float:
 
     from vaelab.services import MlflowServer
     from vaelab.services.login import Login
-    from vaelab.tracking.store import read_credentials
+    from vaelab.tracking.store import use_credentials
 
     auth = Login(folder / "auth") if login != "none" else None
     if auth is not None:
@@ -31,20 +30,14 @@ def measure(folder: Path, login: str, requests: int) -> float:
             auth.config.write_text(re.sub(r"(?m)^auth_cache_ttl_seconds = .*$", "auth_cache_ttl_seconds = 0",
                                           auth.config.read_text()))
     with MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", login=auth) as server:
-        env = dict(zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
-                       read_credentials(auth.credentials))) if auth else {}
-        os.environ.update(env)
-        try:
-            client = MlflowClient(tracking_uri=server.uri)
-            run_id = client.create_run(client.create_experiment("bench")).info.run_id
-            started = time.perf_counter()
-            for _ in range(requests):
-                client.get_run(run_id)
-            return time.perf_counter() - started
-        finally:
-            for key in env:
-                os.environ.pop(key)
-
+        if auth is not None:
+            use_credentials(str(auth.credentials))  # a server without a login ignores them
+        client = MlflowClient(tracking_uri=server.uri)
+        run_id = client.create_run(client.create_experiment("bench")).info.run_id
+        started = time.perf_counter()
+        for _ in range(requests):
+            client.get_run(run_id)
+        return time.perf_counter() - started
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
