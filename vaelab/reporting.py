@@ -46,8 +46,8 @@ def seconds_since_process_start() -> float | None:
 def log_datasets(tracker: NullTracker, data_cfg: DictConfig, data: Dataset) -> None:
     """The train and test images as MLflow dataset inputs, named with how many were used."""
     source = str(data_cfg.get("root") or data_cfg.get("path") or default_root())
-    tracker.log_dataset(f"{data_cfg.name} train ({len(data.train):,})", data.train.x, source, "training")
-    tracker.log_dataset(f"{data_cfg.name} test ({len(data.test):,})", data.test.x, source, "testing")
+    tracker.log_dataset(f"{data_cfg.name} train ({len(data.train):,})", data.train, source, "training")
+    tracker.log_dataset(f"{data_cfg.name} test ({len(data.test):,})", data.test, source, "testing")
 
 
 class Probe:

@@ -5,10 +5,13 @@ No per-sample Python, no DataLoader. Images are flat, (N, C*H*W), with their sha
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from vaelab.errors import DataError
@@ -20,9 +23,22 @@ class Split:
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    _digest: tuple[torch.Tensor, str] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def digest(self) -> str:
+        """The images as used, hashed (sha256, 8 hex digits: MLflow's dataset digest) once for
+        this `x`: a stacked group's members log the same split, and 188 MB take 0.1-0.3 s each."""
+        with _HASHING:  # the members' logging threads ask at once: one hashes, the others wait
+            if self._digest is None or self._digest[0] is not self.x:
+                images = np.ascontiguousarray(self.x.detach().cpu().numpy())
+                self._digest = (self.x, hashlib.sha256(images.data).hexdigest()[:8])  # releases the GIL
+            return self._digest[1]
+
+
+_HASHING = threading.Lock()
 
 
 @dataclass

@@ -229,9 +229,9 @@ class MlflowTracker(NullTracker):
         for key, image, step in outbox.kept(self._outbox) if self._outbox is not None else []:
             self._picture(key, image, step)
 
-    def log_dataset(self, name: str, x: Any, source: str, context: str = "training") -> None:
-        images = x.detach().cpu().numpy()  # hashed on the worker
-        self._worker.submit(lambda: store.log_dataset(self.client, self.run_id, name, images, source, context))
+    def log_dataset(self, name: str, split: Any, source: str, context: str = "training") -> None:
+        """`split` (a `vaelab.data.Split`) as a dataset input, its digest taken on the worker."""
+        self._worker.submit(lambda: store.log_dataset(self.client, self.run_id, name, split.digest(), source, context))
 
     def log_model(self, model: Any, example: np.ndarray, spec: dict[str, Any] | None = None) -> None:
         """A CPU copy of the model, unless a resumed run has it: MLflow's pickled model (for those

@@ -7,7 +7,6 @@ from __future__ import annotations
 import configparser
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -15,8 +14,6 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from vaelab.tracking.base import PastRun
 
@@ -158,11 +155,10 @@ def sweep_children(client: Any, parent_id: str) -> list[Any]:
     return sorted(children, key=lambda r: int(r.data.tags.get("hydra.job.num", 0)))
 
 
-def log_dataset(client: Any, run_id: str, name: str, images: Any, source: str, context: str) -> None:
-    """A dataset input of the run: `name`, the folder it came from, a digest of the images as used."""
+def log_dataset(client: Any, run_id: str, name: str, digest: str, source: str, context: str) -> None:
+    """A dataset input of the run: `name`, the folder it came from, the digest of the images as used."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    digest = hashlib.md5(np.ascontiguousarray(images).data).hexdigest()[:8]  # releases the GIL
     dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
