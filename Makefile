@@ -8,7 +8,7 @@ PORT   ?= 5000
 SERVER_PORT ?= 5001
 ARGS   ?=
 
-.PHONY: install train test test-fast ui server bench bench-tracking bench-sweep bench-peers clean
+.PHONY: install train test test-fast ui server bench bench-tracking bench-pictures bench-sweep bench-peers clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # What tracking costs: the real command tracked against tracking=none, side by side (fixed and per epoch).
 bench-tracking: $(STAMP)
 	$(PY) benchmarks/bench_tracking.py $(ARGS)
+
+# What one epoch's pictures cost in CPU (PYTHONPATH=<other checkout> to compare two versions in turn).
+bench-pictures: $(STAMP)
+	$(PY) benchmarks/bench_pictures.py $(ARGS)
 
 # A 16-job sweep under hydra/launcher=stacked against the basic launcher, side by side (ARGS="--epochs 2" ...).
 bench-sweep: $(STAMP)
