@@ -122,7 +122,10 @@ def gaussian_quantiles(n: int = 15, low: float = 0.05, high: float = 0.95) -> np
     return np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)], dtype=np.float32)
 
 
-def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+MANIFOLD_SIDE = 15  # the decoded manifold's n x n latents
+
+
+def manifold_latents(n: int = MANIFOLD_SIDE, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
     """An n x n grid of 2-D latents at Gaussian quantiles, as in the Keras VAE example, (n*n, 2).
 
     Rows run from high z[1] at the top to low at the bottom, so the picture reads like the plane.
@@ -134,10 +137,16 @@ def manifold_latents(n: int = 15, low: float = 0.05, high: float = 0.95) -> torc
     return torch.from_numpy(np.stack([zx.reshape(-1), zy.reshape(-1)], axis=1))
 
 
-def manifold_figure(images: torch.Tensor | np.ndarray, n: int = 15, shape: tuple[int, ...] = (1, SIDE, SIDE),
+def manifold_mosaic(images: torch.Tensor | np.ndarray, n: int = MANIFOLD_SIDE,
+                    shape: tuple[int, ...] = (1, SIDE, SIDE)) -> np.ndarray:
+    """The decodings of `manifold_latents(n)` as one n x n mosaic, each decoded pixel once."""
+    return image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
+
+
+def manifold_figure(images: torch.Tensor | np.ndarray, n: int = MANIFOLD_SIDE, shape: tuple[int, ...] = (1, SIDE, SIDE),
                     title: str | None = None) -> Figure:
-    """The decoded manifold: an n x n mosaic of decodings of `manifold_latents(n)`."""
-    mosaic = image_grid(images, ncol=n, pad=0, scale=1, shape=shape)
+    """The decoded manifold: `manifold_mosaic`, with the latents' quantiles on its axes."""
+    mosaic = manifold_mosaic(images, n, shape)
     fig = new_figure(8, 8)
     ax = fig.add_subplot()
     ax.imshow(mosaic, cmap="Greys_r", extent=(0, n, 0, n), interpolation="nearest")  # each pixel as decoded

@@ -116,22 +116,19 @@ def log_latent_pictures(tracker: NullTracker, model: VAE, mu: torch.Tensor, prob
     (their axes move as training goes); the manifold's keyed image is its mosaic, as the samples',
     and only its figure has the latent axes, which never change (a figure costs ~0.1 s of CPU,
     taken from training, every epoch). Figures are drawn on the tracker's thread from NumPy copies."""
-    from vaelab.plots import as_array, image_grid, latent_scatter, manifold_figure, manifold_latents
+    from vaelab.plots import as_array, latent_scatter, manifold_figure, manifold_latents, manifold_mosaic
 
     labels = None if probe.test_y is None else as_array(probe.test_y)
     tracker.log_plot(LATENT_KEY, partial(latent_scatter, as_array(mu), labels), step, final=final)
     if mu.shape[1] == 2:
         decoded = as_array(decode(model, manifold_latents().to(mu.device)))
-        if step is not None:
-            # at 1x (420 px for MNIST, the samples' grid is 484 px at 2x): its PNG takes a quarter of the time
-            mosaic = image_grid(decoded, ncol=MANIFOLD_SIDE, pad=0, scale=1, shape=probe.image_shape)
-            tracker.log_image("manifold", mosaic, step)
+        if step is not None:  # at 1x (420 px for MNIST; the samples' grid is 484 px at 2x): a quarter of the PNG time
+            tracker.log_image("manifold", manifold_mosaic(decoded, shape=probe.image_shape), step)
         if step is None or final:
-            tracker.log_plot("manifold", partial(manifold_figure, decoded, n=MANIFOLD_SIDE, shape=probe.image_shape))
+            tracker.log_plot("manifold", partial(manifold_figure, decoded, shape=probe.image_shape))
 
 
 LATENT_KEY = "latent_space"  # the keyed image of the test set's latent means
-MANIFOLD_SIDE = 15  # the manifold's n x n latents (`plots.manifold_latents`' default)
 
 
 class Lap:
