@@ -22,11 +22,9 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m vaelab $(ARGS)
 
-# Three test files at a time, each file on one worker (module-scoped servers and clusters stay put). Three
-# workers on 2 cores, a torch thread each (conftest.py): much of a test waits on servers, daemons and sleeps;
-# 9:26 against 10:36 with two workers, the same hour (263 tests, 2026-12-03).
+# Two test files at a time (-n 2, each file on one worker: module-scoped servers and clusters stay put).
 test: $(STAMP)
-	$(PY) -m pytest -n 3 --dist loadfile $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)

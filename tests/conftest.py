@@ -23,7 +23,7 @@ register_configs()  # the schemas the configs' defaults lists name
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """`make test` runs test files three at once (-n 3), and most tests run vaelab commands: with
+    """`make test` runs two test files at once (-n 2), and most tests run vaelab commands: with
     torch's default of a thread per core in each, two commands on 2 cores oversubscribe them and
     OpenMP's waiting threads burn what the other needs (the suite took 9:43 against 7:52 with a
     thread per command). The cores are shared out among the workers, as vaelab shares them among
