@@ -2,9 +2,12 @@
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
-from vaelab.plots import figure_to_array, latent_scatter, manifold_figure, objective_per_config, rate_distortion
+from vaelab.plots import (
+    SCATTER_PASSES, figure_to_array, latent_scatter, manifold_figure, objective_per_config, rate_distortion,
+)
 from vaelab.sweeps import shared_params, short_keys, sweep_job_name, sweep_name, sweep_table, swept_keys
 from vaelab.presentation import DEFAULT_UI, model_name, run_link, run_note, ui_base
 
@@ -69,10 +72,18 @@ def test_sweep_figures_are_points_not_a_line_through_job_order():
     assert figure_to_array(objective_per_config([150.0, 140.0], ["a", "b"])).ndim == 3
 
 
-def test_the_latent_scatter_is_one_shuffled_pass_titled_with_run_and_epoch():
-    figure = latent_scatter(torch.randn(100, 2), torch.arange(100) % 10, title="run · epoch 3")
+def test_the_latent_scatter_is_shuffled_passes_over_the_classes_titled_with_run_and_epoch():
+    z = torch.randn(1000, 2)
+    figure = latent_scatter(z, torch.arange(1000) % 10, title="run · epoch 3")
     ax = figure.axes[0]
-    assert len(ax.collections) == 1  # one pass: no digit drawn over all the others
+    drawn = [(line.get_color(), len(line.get_xdata())) for line in ax.lines]
+    assert sum(n for _, n in drawn) == 1000 and not ax.collections
+    colours = [c for c, _ in drawn]
+    assert len(set(colours)) == 10 and len(colours) == 10 * SCATTER_PASSES  # each class in every pass
+    assert colours[:10] == colours[10:20]  # class by class within a pass, pass after pass: no digit over all others
+    assert all(abs(n - 1000 / 10 / SCATTER_PASSES) < 15 for _, n in drawn)  # shuffled: even shares
+    every = np.concatenate([np.stack([line.get_xdata(), line.get_ydata()], 1) for line in ax.lines])
+    assert sorted(map(tuple, every.tolist())) == sorted(map(tuple, z.numpy().astype(np.float32).tolist()))
     assert ax.get_title().startswith("run · epoch 3")
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [str(d) for d in range(10)]
 

@@ -156,10 +156,11 @@ class Job:
             log_epoch_images(tracker, self.model, self.probe, cfg, 0)  # the untrained model: step 0, where MLflow's cards open
         self.lap, self.after = Lap(), report_startup(self.context, self.started)
 
-    def report(self, epoch: int, metrics: dict[str, float]) -> None:
-        """After each epoch: its pictures and metrics, and its console line."""
+    def report(self, epoch: int, metrics: dict[str, float], means: torch.Tensor | None = None) -> None:
+        """After each epoch: its pictures and metrics, and its console line; `means`: the test
+        set's posterior means from the epoch's test ELBO (else the pictures encode it again)."""
         report_epoch(epoch, metrics, tracker=self.tracker, model=self.model, probe=self.probe, cfg=self.cfg,
-                     lap=self.lap, logged=self.logged, after=self.after, label=self.label)
+                     lap=self.lap, logged=self.logged, after=self.after, label=self.label, means=means)
 
     def checkpoint(self, state: TrainingState) -> None:
         self.spool.save(state, tracker=self.tracker, every=self.cfg.trainer.checkpoint_every,

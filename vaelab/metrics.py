@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaelab.losses import gaussian_kl_per_dim, log_normal_diag, log_normal_std
-from vaelab.models import VAE
+from vaelab.models import VAE, autocast_forward
 from vaelab.objectives import ELBO
 
 PLAIN_ELBO = ELBO()  # beta = 1, constant: the bound every run is measured by
@@ -19,16 +19,21 @@ PLAIN_ELBO = ELBO()  # beta = 1, constant: the bound every run is measured by
 @torch.inference_mode()
 def evaluate_elbo(
     model: VAE, x: torch.Tensor, batch_size: int = 2000, autocast: torch.dtype | None = None
-) -> dict[str, float]:
+) -> tuple[dict[str, float], torch.Tensor]:
     """Negative ELBO (beta = 1) and its terms on `x`, in nats per image, one z sample each:
-    the training objective's own formula, whatever beta and KL schedule the run trains with."""
+    the training objective's own formula, whatever beta and KL schedule the run trains with.
+    Also the posterior means of `x` from the same pass (N, latent_dim), for the latent scatter:
+    `encode_means`' own under float32, the autocast pass's (as float32) under `autocast`."""
     model.eval()
     sums = torch.zeros(3, device=x.device)
+    means = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]  # (B, D)
-        sums += torch.stack(PLAIN_ELBO(model, xb, 1, autocast)) * len(xb)
+        out = autocast_forward(model, xb, autocast)
+        sums += torch.stack(PLAIN_ELBO.of(model, out, xb, 1)) * len(xb)
+        means.append(out.mu)
     loss, recon, kl = (sums / len(x)).tolist()
-    return {"loss": loss, "recon": recon, "kl": kl}
+    return {"loss": loss, "recon": recon, "kl": kl}, torch.cat(means)
 
 
 @torch.inference_mode()

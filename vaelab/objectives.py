@@ -14,7 +14,7 @@ import torch
 from vaelab.errors import ConfigError
 from vaelab.kl_schedules import KLSchedule
 from vaelab.losses import ELBOTerms, gaussian_kl_per_dim, log_normal_diag, log_normal_std
-from vaelab.models import VAE, autocast_forward
+from vaelab.models import VAE, VAEOutput, autocast_forward
 
 
 class ELBO:
@@ -28,7 +28,10 @@ class ELBO:
         self.name = name
 
     def __call__(self, model: VAE, x: torch.Tensor, step: int, autocast: torch.dtype | None = None) -> ELBOTerms:
-        out = autocast_forward(model, x, autocast)
+        return self.of(model, autocast_forward(model, x, autocast), x, step)
+
+    def of(self, model: VAE, out: VAEOutput, x: torch.Tensor, step: int) -> ELBOTerms:
+        """The terms of a forward pass `out` of `x` that was already made."""
         return self.combine(model.likelihood.nll(out.logits, x).mean(), gaussian_kl_per_dim(out.mu, out.logvar), step)
 
     def combine(self, recon: torch.Tensor, kl_dims: torch.Tensor, step: int) -> ELBOTerms:

@@ -75,14 +75,15 @@ class Probe:
 
 
 def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker, model: VAE, probe: Probe,
-                 cfg: DictConfig, lap: Lap, logged: set[int], after: dict[str, float], label: str = "") -> None:
+                 cfg: DictConfig, lap: Lap, logged: set[int], after: dict[str, float], label: str = "",
+                 means: torch.Tensor | None = None) -> None:
     """The epoch's pictures, then its metrics (step=epoch; not again for an epoch the store has
     from before a resume), test/loss first, then `after` (once), then its console line. MLflow's
     Compare view opens on the first metric a run logged: the objective, not `time/startup_s`."""
     every = cfg.trainer.images_every
     last = epoch == cfg.trainer.epochs
     if tracker.enabled and (last or (every and epoch % every == 0)):
-        log_epoch_images(tracker, model, probe, cfg, epoch, final=last)
+        log_epoch_images(tracker, model, probe, cfg, epoch, final=last, means=means)
     metrics = metrics | {"time/wall_s": lap()}  # the epoch as the user waits for it, logging included
     if epoch not in logged:  # queued before the line is printed: a run stopped after it has them
         tracker.log_metrics({"test/loss": metrics["test/loss"], **metrics}, step=epoch)
@@ -95,7 +96,7 @@ def report_epoch(epoch: int, metrics: dict[str, float], *, tracker: NullTracker,
 
 
 def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictConfig, epoch: int,
-                     final: bool = False) -> None:
+                     final: bool = False, means: torch.Tensor | None = None) -> None:
     """The pictures of one epoch as keyed images (the UI's Image grid, with a step slider):
     reconstructions, prior samples, the test set's latent means and, for 2-D latents, the manifold.
     The last epoch's latent means and manifold are also the run's figures (`final`)."""
@@ -105,8 +106,9 @@ def log_epoch_images(tracker: NullTracker, model: VAE, probe: Probe, cfg: DictCo
     tracker.log_image("reconstructions",
                       reconstruction_grid(probe.originals, reconstruct(model, probe.originals), shape=shape), epoch)
     tracker.log_image("samples", image_grid(decode(model, probe.z_samples), ncol=8, shape=shape), epoch)
-    mu, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
-    log_latent_pictures(tracker, model, mu, probe, epoch, final=final)
+    if means is None:  # the epoch's test ELBO made them in the same pass (`metrics.evaluate_elbo`), if it ran
+        means, _ = encode_means(model, probe.test_x, cfg.trainer.eval_batch_size)
+    log_latent_pictures(tracker, model, means, probe, epoch, final=final)
 
 
 def log_latent_pictures(tracker: NullTracker, model: VAE, mu: torch.Tensor, probe: Probe, step: int | None = None,

@@ -24,7 +24,7 @@ from vaelab.objectives import ELBO
 # ("leaked semaphore objects" at the sweep's exit).
 tqdm.set_lock(threading.RLock())
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+EpochCallback = Callable[[int, dict[str, float], torch.Tensor], None]  # epoch, metrics, the test means
 CheckpointCallback = Callable[[TrainingState], None]
 
 
@@ -127,13 +127,13 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        test = evaluate_elbo(model, data.test.x, eval_batch_size, autocast)
+        test, means = evaluate_elbo(model, data.test.x, eval_batch_size, autocast)
         metrics = {f"train/{k}": v for k, v in train.items()} | {f"test/{k}": v for k, v in test.items()}
         metrics |= objective.metrics(epoch * steps)  # the schedule at the epoch's last step
         metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": time.perf_counter() - start}
         check_finite(metrics, epoch)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+            on_epoch_end(epoch, metrics, means)
         state.epoch, state.history = epoch, [*state.history, metrics]
         if on_checkpoint is not None:
             on_checkpoint(state)

@@ -103,14 +103,14 @@ class Member:
                 job.scheduler.step()
             with self.streams.current():
                 with timed(self.seconds, "test ELBO"):
-                    test = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size,
+                    test, means = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size,
                                          AUTOCAST[trainer.precision])
                 metrics = dict(zip(("train/loss", "train/recon", "train/kl"), train))
                 metrics |= {f"test/{k}": v for k, v in test.items()} | job.objective.metrics(epoch * steps)
                 metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": train_s + time.perf_counter() - started}
                 check_finite(metrics, epoch)
                 with timed(self.seconds, "pictures and metrics"):
-                    job.report(epoch, metrics)
+                    job.report(epoch, metrics, means)
                 self.state.epoch, self.state.history = epoch, [*self.state.history, metrics]
                 with timed(self.seconds, "checkpoints"):
                     job.checkpoint(self.state)
