@@ -104,7 +104,7 @@ class Member:
             with self.streams.current():
                 with timed(self.seconds, "test ELBO"):
                     test, means = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size,
-                                         AUTOCAST[trainer.precision])
+                                                AUTOCAST[trainer.precision])
                 metrics = dict(zip(("train/loss", "train/recon", "train/kl"), train))
                 metrics |= {f"test/{k}": v for k, v in test.items()} | job.objective.metrics(epoch * steps)
                 metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": train_s + time.perf_counter() - started}
