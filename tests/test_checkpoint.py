@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
 import socket
+import time
+import traceback
 
 import pytest
 import torch
@@ -139,6 +142,52 @@ def test_a_signal_inside_a_deferred_section_is_raised_at_its_end():
         steps.append("never")
     assert steps == ["finished the write"]
     assert caught.value.exit_code == 143 and caught.value.name == "SIGTERM"
+
+
+
+def test_a_signal_that_arrives_inside_logging_is_raised_after_it_and_leaks_no_lock():
+    """Python 3.11's logging takes its lock outside the try that frees it: SIGTERM raised there
+    leaked the lock, the tracking thread blocked on it, and the command hung at exit."""
+    class Kill(logging.Handler):
+        def emit(self, record):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):  # bytecodes, at each of which the old handler raised
+                pass
+
+    log = logging.getLogger("vaelab.test.signal_in_logging")
+    log.addHandler(Kill())
+    log.propagate = False
+    steps = []
+    try:
+        with handle_signals(), pytest.raises(Interrupted) as caught:
+            log.warning("a line")
+            steps.append("logged")
+            time.sleep(2)
+            steps.append("never")
+    finally:
+        log.handlers.clear()
+    assert steps == ["logged"]
+    assert caught.value.name == "SIGTERM"
+    assert not [f for f in traceback.extract_tb(caught.value.__traceback__) if "logging" in f.filename]
+    assert logging._lock.acquire(blocking=False)  # nobody holds logging's lock
+    logging._lock.release()
+
+
+def test_a_signal_pending_in_logging_when_the_handled_section_ends_is_raised_not_lost():
+    class Kill(logging.Handler):
+        def emit(self, record):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    log = logging.getLogger("vaelab.test.signal_at_the_end")
+    log.addHandler(Kill())
+    log.propagate = False
+    try:
+        with pytest.raises(Interrupted) as caught, handle_signals():
+            log.warning("the last line")  # the retry is 5 ms away: the section ends first
+    finally:
+        log.handlers.clear()
+    assert caught.value.exit_code == 130
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
 class StoreCopy:

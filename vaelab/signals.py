@@ -4,11 +4,17 @@ SIGTERM is what SLURM and most schedulers send on pre-emption, Ctrl-C sends SIGI
 `Interrupted` (a KeyboardInterrupt, so `except KeyboardInterrupt` sees both) at the next bytecode
 of the main thread, which abandons the current epoch. Code that must not be cut in half (writing
 a checkpoint) runs inside `deferred()`: a signal that arrives there is raised when it ends.
+
+Nor is it raised inside the `logging` package: Python 3.11's logging takes its locks outside the
+`try` that releases them, so an exception raised there can leak a lock, and the tracking thread,
+which logs too, then waits on it forever and the command hangs at exit. A signal that arrives
+while logging is on the main thread's stack is raised a few milliseconds later, once it is not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -18,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+RETRY_S = 0.005  # how soon a signal that arrived inside logging is tried again
+_LOGGING = os.path.dirname(logging.__file__) + os.sep
 
 
 class Interrupted(KeyboardInterrupt):
@@ -32,18 +40,36 @@ class Interrupted(KeyboardInterrupt):
 
 class _State:
     depth = 0  # nesting of deferred() sections
-    pending: int | None = None  # a signal that arrived inside one
+    pending: int | None = None  # a signal that arrived inside one, or inside logging
     forward = False  # whether a signal goes to this process's children before it is raised here
 
 
-def _raise(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+def _raise(signum: int, frame: FrameType | None) -> None:
     if _State.depth:
         _State.pending = signum
+        return
+    if _in_logging(frame):  # tried again by SIGALRM (_retry) until the main thread is out of it
+        _State.pending = signum
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
         return
     if _State.forward:  # a parallel sweep's workers end their own runs first: joblib, once it sees
         _State.forward = False  # the exception, kills whatever workers are left
         forward_to_children(signum, wait_s=15.0)
     raise Interrupted(signum)
+
+
+def _retry(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal handler signature
+    if _State.pending is not None and not _State.depth:
+        signum, _State.pending = _State.pending, None
+        _raise(signum, frame)
+
+
+def _in_logging(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_LOGGING):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
@@ -54,13 +80,19 @@ def handle_signals(forward: bool = False) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _State.forward = forward
+    outer_forward, _State.forward = _State.forward, forward
     previous = {s: signal.signal(s, _raise) for s in HANDLED}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _retry)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for s, handler in previous.items():
             signal.signal(s, handler)
+        pending, _State.pending = _State.pending, None
+        _State.forward = outer_forward
+    if pending is not None:  # it arrived in logging just before the end: raised here, not lost
+        raise Interrupted(pending)
 
 
 @contextlib.contextmanager
