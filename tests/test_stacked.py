@@ -20,6 +20,7 @@ from tests.survival_helpers import (  # noqa: F401 - fixtures are found by name
     base_args, experiment, histories, runs_of, store, vaelab,
 )
 from vaelab.losses import gaussian_kl_per_dim
+from vaelab.metrics import evaluate_elbo
 from vaelab.models import MLPVAE
 from vaelab.objectives import ELBO
 from vaelab.stacked import Stack, group_jobs, stack_key
@@ -71,6 +72,25 @@ def test_a_stacked_step_trains_each_member_as_torch_optim_alone():
         for (name, p), q in zip(got.named_parameters(), want.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert models[0].encoder.z_mean.weight.data_ptr() != models[1].encoder.z_mean.weight.data_ptr()
+
+
+
+def test_a_stacked_test_pass_gives_each_member_its_own_test_elbo_and_means():
+    """One stacked pass over a shared test batch, each member's noise from its own stream: the
+    terms and posterior means `evaluate_elbo` gives each member alone, drawing from that stream."""
+    torch.manual_seed(0)
+    models = [MLPVAE(input_dim=784, hidden_dim=32, latent_dim=2) for _ in range(3)]
+    x = torch.rand(50, 784)
+    eps = torch.stack([torch.randn(50, 2, generator=torch.Generator().manual_seed(k)) for k in range(3)])
+    recon, kl_dims, mu = Stack(models).evaluate(x, eps)
+    assert not recon.requires_grad and mu.shape == (3, 50, 2)
+    for k, model in enumerate(models):
+        torch.manual_seed(k)  # evaluate_elbo's noise: randn_like(mu) from the global stream
+        want, means = evaluate_elbo(model, x, batch_size=50)
+        got = ELBO().combine(recon[k], kl_dims[k], 1)
+        for name, value in zip(("loss", "recon", "kl"), got):
+            assert math.isclose(value.item(), want[name], rel_tol=1e-5), name
+        torch.testing.assert_close(mu[k], means)
 
 
 CURVES = ("test/loss", "test/recon", "test/kl", "train/loss", "beta", "lr")

@@ -29,7 +29,7 @@ from vaelab.resuming import Busy
 from vaelab.building import AUTOCAST
 from vaelab.checkpoint import TrainingState
 from vaelab.data import Dataset
-from vaelab.metrics import evaluate_elbo
+from vaelab.metrics import PLAIN_ELBO
 from vaelab.stacked.stack import Stack
 from vaelab.sweeps import JobRecord, job_failed, sweeper_counts_failures
 from vaelab.train import RunningLoss, check_finite
@@ -92,25 +92,24 @@ class Member:
                 for note in self.state.load_state_dict(job.resume):
                     print(f"{job.label}resume: {note}")
 
-    def end_epoch(self, epoch: int, train: list[float], train_s: float, steps: int) -> None:
-        """What `fit` does after an epoch's training, for this member: the scheduler, the test
-        ELBO, the NaN guard, the report and the checkpoint. An error ends the member, not the group."""
+    def end_epoch(self, epoch: int, train: list[float], test: tuple[dict[str, float], torch.Tensor],
+                  spent_s: tuple[float, float], steps: int) -> None:
+        """What `fit` does after an epoch's training and test ELBO, for this member: the scheduler,
+        the NaN guard, the report and the checkpoint. An error ends the member, not the group.
+        `spent_s`: its share of the stacked training and of the stacked test ELBO, in seconds."""
         job, started = self.job, time.perf_counter()
-        trainer = job.cfg.trainer
         lr = job.optimizer.param_groups[0]["lr"]
         try:
             if job.scheduler is not None:
                 job.scheduler.step()
             with self.streams.current():
-                with timed(self.seconds, "test ELBO"):
-                    test, means = evaluate_elbo(job.model, job.data.test.x, trainer.eval_batch_size,
-                                                AUTOCAST[trainer.precision])
                 metrics = dict(zip(("train/loss", "train/recon", "train/kl"), train))
-                metrics |= {f"test/{k}": v for k, v in test.items()} | job.objective.metrics(epoch * steps)
-                metrics |= {"lr": lr, "time/train_s": train_s, "time/epoch_s": train_s + time.perf_counter() - started}
+                metrics |= {f"test/{k}": v for k, v in test[0].items()} | job.objective.metrics(epoch * steps)
+                metrics |= {"lr": lr, "time/train_s": spent_s[0],
+                            "time/epoch_s": sum(spent_s) + time.perf_counter() - started}
                 check_finite(metrics, epoch)
                 with timed(self.seconds, "pictures and metrics"):
-                    job.report(epoch, metrics, means)
+                    job.report(epoch, metrics, test[1])
                 self.state.epoch, self.state.history = epoch, [*self.state.history, metrics]
                 with timed(self.seconds, "checkpoints"):
                     job.checkpoint(self.state)
@@ -217,8 +216,9 @@ class Group:
 
 
 def fit_stacked(members: list[Member]) -> None:
-    """`train.fit` for members that start at the same epoch: one stacked step trains them all;
-    each then evaluates, reports and checkpoints its epoch. Members that fail leave the stack."""
+    """`train.fit` for members that start at the same epoch: one stacked step trains them all, one
+    stacked pass takes their test ELBOs; each then reports and checkpoints its epoch. Members that
+    fail leave the stack."""
     job = members[0].job
     trainer, data = job.cfg.trainer, job.data
     steps = math.ceil(len(data.train) / trainer.batch_size)
@@ -232,9 +232,36 @@ def fit_stacked(members: list[Member]) -> None:
                 total=steps, desc=f"epoch {epoch}/{trainer.epochs} ({len(live)} stacked)",
                 disable=None if trainer.progress else True, leave=False) as bar:
             train = train_epoch(stack, live, data, first_step=(epoch - 1) * steps + 1, bar=bar)
-        share = (time.perf_counter() - start) / len(live)  # each member's part of the stacked epoch
-        for member, row in zip(live, train):
-            member.end_epoch(epoch, row, share, steps)
+        trained = time.perf_counter()
+        with timed(members[0].seconds, "test ELBO"):
+            tests = evaluate_members(stack, live, data.test.x, trainer.eval_batch_size)
+        shares = ((trained - start) / len(live), (time.perf_counter() - trained) / len(live))  # each member's part
+        for member, row, test in zip(live, train, tests):
+            member.end_epoch(epoch, row, test, shares, steps)
+
+
+def noise(members: list[Member], size: int, device: torch.device) -> torch.Tensor:
+    """Each member's z noise for a batch of `size`, from its own stream: (K, size, latent_dim), in
+    the dtype `randn_like(mu)` would draw under the run's autocast."""
+    trainer, latent = members[0].job.cfg.trainer, members[0].job.cfg.model.latent_dim
+    dtype = AUTOCAST[trainer.precision] or torch.float32
+    return torch.stack([torch.randn((size, latent), generator=m.streams.device, device=device, dtype=dtype)
+                        for m in members])
+
+
+def evaluate_members(stack: Stack, members: list[Member], x: torch.Tensor,
+                     batch_size: int) -> list[tuple[dict[str, float], torch.Tensor]]:
+    """`metrics.evaluate_elbo` for every member in one stacked pass over the same batches, each
+    member's noise from its own stream: per member, its terms and its posterior means (N, latent_dim)."""
+    sums, means = torch.zeros(len(members), 3, device=x.device), []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        recon, kl_dims, mu = stack.evaluate(xb, noise(members, len(xb), x.device))
+        terms = [torch.stack(PLAIN_ELBO.combine(recon[k], kl_dims[k], 1)) for k in range(len(members))]
+        sums += torch.stack(terms) * len(xb)
+        means.append(mu)
+    rows, means = (sums / len(x)).tolist(), torch.cat(means, dim=1)
+    return [(dict(zip(("loss", "recon", "kl"), row)), means[k]) for k, row in enumerate(rows)]
 
 
 def train_epoch(stack: Stack, members: list[Member], data: Dataset, first_step: int, bar: tqdm) -> list[list[float]]:
@@ -242,8 +269,6 @@ def train_epoch(stack: Stack, members: list[Member], data: Dataset, first_step: 
     returns each member's image-weighted means of loss, recon and kl."""
     trainer = members[0].job.cfg.trainer
     x, size = data.train.x, trainer.batch_size
-    latent = members[0].job.cfg.model.latent_dim
-    noise_dtype = AUTOCAST[trainer.precision] or torch.float32  # what randn_like(mu) would draw under autocast
     orders = torch.stack([torch.randperm(len(x), device=x.device, generator=m.state.generator) for m in members])
     sums = torch.zeros(len(members), 3, device=x.device)  # (K, 3), kept on the device
     shown, seen = RunningLoss(), 0
@@ -252,9 +277,7 @@ def train_epoch(stack: Stack, members: list[Member], data: Dataset, first_step: 
         xb = x.index_select(0, index.reshape(-1)).view(len(members), index.shape[1], -1)  # (K, B, D)
         if data.binarize:
             xb = torch.stack([torch.bernoulli(xb[k], generator=m.state.generator) for k, m in enumerate(members)])
-        eps = torch.stack([torch.randn((index.shape[1], latent), generator=m.streams.device, device=x.device,
-                                       dtype=noise_dtype) for m in members])  # (K, B, latent_dim)
-        recon, kl_dims = stack.terms(xb, eps)
+        recon, kl_dims = stack.terms(xb, noise(members, index.shape[1], x.device))
         terms = [m.job.objective.combine(recon[k], kl_dims[k], first_step + step - 1) for k, m in enumerate(members)]
         stack.backward(torch.stack([t.loss for t in terms]).sum())
         for member in members:

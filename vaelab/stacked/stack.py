@@ -23,15 +23,16 @@ from vaelab.models import VAE, autocast_forward
 
 class _Terms(nn.Module):
     """What the objective needs of one batch: the mean reconstruction NLL and the KL of each
-    dimension, computed as `ELBO.__call__` does (the likelihood's own parameters included)."""
+    dimension, computed as `ELBO.__call__` does (the likelihood's own parameters included), and
+    the posterior means (for the latent scatter, when it is the test set)."""
 
     def __init__(self, vae: VAE, autocast: torch.dtype | None) -> None:
         super().__init__()
         self.vae, self.autocast = vae, autocast
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = autocast_forward(self.vae, x, self.autocast, eps)
-        return self.vae.likelihood.nll(out.logits, x).mean(), gaussian_kl_per_dim(out.mu, out.logvar)
+        return self.vae.likelihood.nll(out.logits, x).mean(), gaussian_kl_per_dim(out.mu, out.logvar), out.mu
 
 
 class Stack:
@@ -51,18 +52,25 @@ class Stack:
                 param.data = self.params[f"vae.{name}"].detach()[k]  # shares the stack's storage
         terms = _Terms(copy.deepcopy(template), autocast).train()
 
-        def one(params: dict, buffers: dict, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def one(params: dict, buffers: dict, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return functional_call(terms, (params, buffers), (x, eps))
 
         # randomness="error": the noise comes in (`eps`, each member's own stream), never drawn inside
         self._terms = vmap(one, randomness="error")
+        self._shared = vmap(one, in_dims=(0, 0, None, 0), randomness="error")  # one x for every member
 
     def __len__(self) -> int:
         return len(self.members)
 
     def terms(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (K, B, D), eps (K, B, latent_dim) -> recon (K,), kl_dims (K, B, latent_dim)."""
-        return self._terms(self.params, self.buffers, x, eps)
+        return self._terms(self.params, self.buffers, x, eps)[:2]
+
+    @torch.inference_mode()
+    def evaluate(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch x (B, D) through every member, eps (K, B, latent_dim) -> recon (K,),
+        kl_dims (K, B, latent_dim), posterior means (K, B, latent_dim); no graph kept."""
+        return self._shared(self.params, self.buffers, x, eps)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate the members' summed loss; each member's parameters get their slice of the gradient."""
